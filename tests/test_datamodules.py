@@ -1,0 +1,152 @@
+"""Each DataModule reads its real on-disk format into correctly shaped, correctly labelled batches."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from datamodules import CIFAR10, MNIST, SVHN, DataError, DataNotFoundError, Digits
+from tests.conftest import N_TEST, N_TRAIN, label_of
+
+
+def first_batch(dm, loader):
+    images, labels = next(iter(loader))
+    return dm.on_after_batch_transfer((images, labels), 0)
+
+
+@pytest.mark.parametrize(
+    ("cls", "fixture", "stored_shape"),
+    [
+        (MNIST, "mnist_dir", (1, 28, 28)),
+        (CIFAR10, "cifar_pickle_dir", (3, 32, 32)),
+        (CIFAR10, "cifar_folder_dir", (3, 32, 32)),
+        (SVHN, "svhn_dir", (3, 32, 32)),
+    ],
+)
+def test_batches_are_shaped_and_labelled(cls, fixture, stored_shape, request):
+    dm = cls(data_dir=str(request.getfixturevalue(fixture)), batch_size=8, val_split=0.25, download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (N_TRAIN - 10, 10, N_TEST)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        images, labels = first_batch(dm, loader)
+        assert images.shape == (8, *stored_shape) and images.dtype == torch.float32
+        assert labels.dtype == torch.int64
+        assert [label_of(image) for image in images] == labels.tolist()  # SVHN: its stored 10 reads as 0
+
+
+def test_validation_split_is_seeded_and_disjoint(mnist_dir):
+    def split(seed):
+        dm = MNIST(data_dir=str(mnist_dir), val_split=0.25, seed=seed, download=False)
+        dm.setup("fit")
+        return dm
+
+    a, b, c = split(1), split(1), split(2)
+    assert torch.equal(a.val_set.images, b.val_set.images)
+    assert not torch.equal(a.val_set.images, c.val_set.images)
+    # The split only permutes the training file: nothing from the test file, nothing counted twice.
+    assert len(a.train_set) + len(a.val_set) == N_TRAIN
+
+
+def test_digits_quickstart_holds_out_a_fixed_test_split():
+    dm = Digits(batch_size=16, seed=3)
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.input_shape == (1, 8, 8)
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 1797
+    other = Digits(seed=4)
+    other.setup("test")
+    assert torch.equal(dm.test_set.images, other.test_set.images)  # the training seed never moves the test set
+
+
+def test_augment_draws_per_image_in_training_only(svhn_dir):
+    dm = SVHN(
+        data_dir=str(svhn_dir),
+        batch_size=16,
+        download=False,
+        augment=[v2.RandomCrop(28), v2.RandomRotation(30)],
+        transforms=[v2.CenterCrop(28)],
+    )
+    assert dm.input_shape == (3, 28, 28)
+    dm.setup("fit")
+    batch = torch.full((16, 3, 32, 32), 200, dtype=torch.uint8), torch.zeros(16, dtype=torch.long)
+
+    class Stage:  # stands in for the trainer: augmentation only while training
+        training = True
+
+    dm.trainer = Stage()
+    augmented, _ = dm.on_after_batch_transfer(batch, 0)
+    assert augmented.shape == (16, 3, 28, 28)
+    rotated_corners = (augmented[:, :, 0, 0] == 0).all(dim=1)  # a rotation leaves black corners
+    assert 0 < rotated_corners.sum() < 16 or len({tuple(im.flatten()[:50].tolist()) for im in augmented}) > 1
+    Stage.training = False
+    plain, _ = dm.on_after_batch_transfer(batch, 0)
+    assert torch.all(plain == 200 / 255)
+
+
+def test_augment_and_transforms_must_agree_on_size(svhn_dir):
+    with pytest.raises(DataError, match="add a crop or resize"):
+        SVHN(data_dir=str(svhn_dir), augment=[v2.RandomCrop(28)], transforms=[])
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (MNIST, "MNIST/raw/train-images-idx3-ubyte"),
+        (CIFAR10, "cifar-10-batches-py/data_batch_1"),
+        (SVHN, "train_32x32.mat"),
+    ],
+)
+def test_missing_files_are_named(cls, expected, tmp_path):
+    dm = cls(data_dir=str(tmp_path / "empty"), download=False)
+    with pytest.raises(DataNotFoundError) as error:
+        dm.prepare_data()
+    message = str(error.value)
+    assert str(tmp_path / "empty") in message and expected in message and "--data.data_dir" in message
+
+
+def test_failed_download_is_reported_with_the_missing_files(tmp_path, monkeypatch):
+    def offline(self):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(MNIST, "download_files", offline)
+    with pytest.raises(DataNotFoundError, match="(?s)t10k-labels.*Downloading failed: Temporary failure"):
+        MNIST(data_dir=str(tmp_path), download=True).prepare_data()
+
+
+def test_out_of_range_labels_are_refused(svhn_dir):
+    import scipy.io
+
+    mat = scipy.io.loadmat(svhn_dir / "train_32x32.mat")
+    mat["y"][0] = 11
+    scipy.io.savemat(svhn_dir / "train_32x32.mat", {"X": mat["X"], "y": mat["y"]})
+    with pytest.raises(DataError, match="labels span 0..11, expected 0..9"):
+        SVHN(data_dir=str(svhn_dir), download=False).setup("fit")
+
+
+def test_cifar_folder_with_a_missing_class_names_it(cifar_folder_dir: Path):
+    (cifar_folder_dir / "train" / "truck").rename(cifar_folder_dir / "train" / "lorry")
+    with pytest.raises(DataNotFoundError, match="train/truck"):
+        CIFAR10(data_dir=str(cifar_folder_dir), download=False).setup("fit")
+
+
+def test_cifar_folder_with_an_extra_class_is_refused(cifar_folder_dir: Path):
+    (cifar_folder_dir / "train" / "zebra").mkdir()
+    a_cat = next((cifar_folder_dir / "train" / "cat").iterdir())
+    a_cat.rename(cifar_folder_dir / "train" / "zebra" / a_cat.name)
+    with pytest.raises(DataError, match="class folders are .*'zebra'"):
+        CIFAR10(data_dir=str(cifar_folder_dir), download=False).setup("fit")
+
+
+def test_undecodable_image_is_named(cifar_folder_dir: Path):
+    bad = cifar_folder_dir / "train" / "cat" / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png: cannot be decoded"):
+        CIFAR10(data_dir=str(cifar_folder_dir), download=False).setup("fit")
+
+
+def test_val_split_must_be_a_fraction():
+    with pytest.raises(DataError, match="val_split"):
+        Digits(val_split=1.5)
