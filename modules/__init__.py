@@ -1,0 +1,3 @@
+from modules.classifier import ClassifierModule
+
+__all__ = ["ClassifierModule"]

@@ -1,0 +1,114 @@
+"""The one LightningModule every task shares: loss, accuracy, logging, optimizers, predict."""
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torchmetrics.classification import MulticlassAccuracy
+
+METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+class ConfigError(ValueError):
+    """The model settings cannot work together; the message says which to change."""
+
+
+class ClassifierModule(L.LightningModule):
+    """Wraps any plain ``nn.Module`` network with CrossEntropyLoss and multiclass accuracy.
+
+    ``class_names`` and ``input_shape`` arrive from the DataModule (linked in ``cli.py``) and are saved
+    in every checkpoint, so a checkpoint alone is enough to predict. ``net`` is called with the number
+    of classes, so the count is never typed twice.
+    """
+
+    def __init__(
+        self,
+        net: Callable[[int], nn.Module],
+        class_names: list[str],
+        input_shape: tuple[int, ...] | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_monitor: str = "val/loss",
+        label_smoothing: float = 0.0,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if scheduler_monitor not in METRICS:
+            raise ConfigError(f"scheduler_monitor={scheduler_monitor!r} is not a logged metric; use one of {METRICS}.")
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.net = net(self.num_classes)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=self.memory_format)
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        accuracy(logits, labels)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "train", sync_dist=True)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "train":  # the running loss in the progress bar; the logger gets the epoch mean above
+            self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        probabilities = self(batch[0]).float().softmax(dim=1)
+        confidence, predicted = probabilities.max(dim=1)
+        output = {"predicted": predicted, "confidence": confidence, "probabilities": probabilities}
+        if len(batch) > 1:
+            output["labels"] = batch[1]
+        return output
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Validate/test/predict need the weights only: the training callbacks' state (best-checkpoint
+        # bookkeeping of another run folder, early-stopping counters) would be restored into a new run.
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            checkpoint.pop("callbacks", None)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        # Schedulers that need the whole run's step budget (OneCycleLR) get it from the trainer and step per batch.
+        needs_budget = getattr(self.scheduler, "keywords", {}).get("total_steps", 0) is None
+        if needs_budget:
+            scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        else:
+            scheduler = self.scheduler(optimizer)
+        if isinstance(scheduler, ReduceLROnPlateau):
+            wants_max = self.hparams.scheduler_monitor.endswith("acc")
+            if wants_max != (scheduler.mode == "max"):
+                raise ConfigError(
+                    f"ReduceLROnPlateau has mode={scheduler.mode!r} but watches {self.hparams.scheduler_monitor!r}: "
+                    f"set scheduler.init_args.mode to {'max' if wants_max else 'min'!r}."
+                )
+        config = {"scheduler": scheduler, "interval": "step" if needs_budget else "epoch"}
+        # Lightning raises if the monitored metric is missing, so a plateau scheduler is never silently inert.
+        config["monitor"] = self.hparams.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,157 @@
+"""Every task end to end through ``cli.py``, on tiny data in each dataset's real format."""
+
+import csv
+import sys
+from pathlib import Path
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from cli import main
+from datamodules import Digits
+from modules import ClassifierModule
+from modules.nets import MLP
+from tests.conftest import N_TEST
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TASK_DATA = {"digits": None, "mnist": "mnist_dir", "cifar10": "cifar_pickle_dir", "svhn": "svhn_dir"}
+
+
+@pytest.fixture(autouse=True)
+def run_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # lightning_logs/ and any stray output land in the test's folder
+    monkeypatch.setattr(sys, "argv", ["cli.py"])  # the CLI reads its arguments from main(args) alone
+
+
+def cli(task: str, subcommand: str, *extra: str, data_dir=None, logs="lightning_logs"):
+    args = [subcommand, "--config", str(CONFIGS / f"{task}.yaml"), "--trainer.accelerator", "cpu"]
+    args += ["--trainer.logger.init_args.save_dir", str(logs), "--trainer.log_every_n_steps", "1", "--data.batch_size", "8"]
+    if data_dir is not None:
+        args += ["--data.data_dir", str(data_dir), "--data.download", "false"]
+    return main(args + list(extra))
+
+
+def data_for(task: str, request):
+    return request.getfixturevalue(TASK_DATA[task]) if TASK_DATA[task] else None
+
+
+@pytest.mark.parametrize("task", TASK_DATA)
+def test_fast_dev_run(task, request):
+    run = cli(task, "fit", "--trainer.fast_dev_run", "true", data_dir=data_for(task, request))
+    assert run.trainer.state.finished and run.trainer.global_step == 1
+
+
+@pytest.mark.parametrize("task", TASK_DATA)
+def test_fit_validate_test_predict(task, request, capsys):
+    data_dir = data_for(task, request)
+    fit = cli(task, "fit", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", data_dir=data_dir)
+    run = Path("lightning_logs") / task / "version_0"
+    assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (1, 6)
+    assert last["hyper_parameters"]["class_names"] == fit.datamodule.class_names  # predict needs no data
+    assert len(list((run / "checkpoints").glob("best-epoch=*-val_acc=*.ckpt"))) == 1
+    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(fit.trainer.logged_metrics)
+
+    validated = cli(task, "validate", "--ckpt_path", "best", data_dir=data_dir)
+    assert 0 <= validated.trainer.callback_metrics["val/acc"] <= 1
+
+    tested = cli(task, "test", "--ckpt_path", "best", data_dir=data_dir)
+    assert {"test/loss", "test/acc"} <= set(tested.trainer.callback_metrics)
+
+    predicted = cli(task, "predict", "--ckpt_path", "last", data_dir=data_dir)
+    csv_path = Path(predicted.trainer.log_dir) / "predictions.csv"
+    assert f"Wrote {len(predicted.datamodule.test_set)} predictions to {csv_path}" in capsys.readouterr().out
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == len(predicted.datamodule.test_set) == (N_TEST if data_dir else 359)
+    assert {row["predicted"] for row in rows} <= set(fit.datamodule.class_names)
+    assert all(row["true"] in fit.datamodule.class_names and 0 < float(row["confidence"]) <= 1 for row in rows)
+
+
+def test_resume_from_last_continues_where_it_stopped(capsys):
+    common = ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1")
+    cli("digits", "fit", "--trainer.max_epochs", "2", *common, logs="straight")
+    cli("digits", "fit", "--trainer.max_epochs", "1", *common, logs="stopped")
+    resumed = cli("digits", "fit", "--trainer.max_epochs", "2", "--ckpt_path", "last", *common, logs="stopped")
+    assert "Using stopped/digits/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
+    assert resumed.trainer.log_dir == "stopped/digits/version_0"  # the same run folder: its curves continue
+    assert not Path("stopped/digits/version_1").exists()
+    straight = torch.load("straight/digits/version_0/checkpoints/last.ckpt", weights_only=True)
+    continued = torch.load("stopped/digits/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert (continued["epoch"], continued["global_step"]) == (straight["epoch"], straight["global_step"]) == (1, 6)
+
+
+def test_ckpt_path_file_restores_the_trained_network(mnist_dir):
+    cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
+    ckpt = next(Path("lightning_logs/mnist/version_0/checkpoints").glob("best-*.ckpt"))
+    # The command line asks for another network; the checkpoint's own hyperparameters win, so its weights load.
+    tested = cli("mnist", "test", "--ckpt_path", str(ckpt), "--model.net.hidden", "16", data_dir=mnist_dir)
+    assert tested.model.net.classifier[1].out_features == 128
+
+
+def test_print_config_shows_every_knob(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(CONFIGS / "svhn.yaml"), "--data.data_dir", "/some/where", "--print_config"])
+    assert done.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["init_args"]["data_dir"] == "/some/where"
+    assert [t["class_path"] for t in config["data"]["init_args"]["augment"]] == [
+        "torchvision.transforms.v2.RandomCrop",
+        "torchvision.transforms.v2.RandomRotation",
+    ]
+    assert config["model"]["init_args"]["net"]["class_path"] == "modules.nets.SVHNResNet"
+    assert config["trainer"]["gradient_clip_val"] == 5.0
+
+
+def test_missing_data_stops_before_training_with_the_files_named(tmp_path):
+    with pytest.raises(SystemExit) as error:
+        cli("mnist", "fit", data_dir=tmp_path / "nowhere")
+    message = str(error.value.code)
+    assert message.startswith("error: mnist: data not found in") and "MNIST/raw/t10k-images-idx3-ubyte" in message
+
+
+def test_ckpt_alias_without_a_run_says_what_to_do():
+    with pytest.raises(SystemExit, match="no run under lightning_logs/digits/version_.*Train first with `fit`"):
+        cli("digits", "test", "--ckpt_path", "best")
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        ["--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.05", "--model.optimizer.momentum", "0.9"],
+        ["--model.optimizer", "torch.optim.RMSprop", "--model.optimizer.lr", "0.001"],
+        ["--model.scheduler", "torch.optim.lr_scheduler.StepLR", "--model.scheduler.step_size", "1"],
+        ["--model.scheduler", "torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr", "0.01"],
+    ],
+    ids=["sgd-momentum", "rmsprop", "steplr", "onecycle"],
+)
+def test_optimizer_and_scheduler_are_config_choices(choice):
+    run = cli("digits", "fit", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", *choice)
+    optimizer = run.trainer.optimizers[0]
+    assert type(optimizer).__name__ == choice[1].rsplit(".", 1)[-1] or choice[0] == "--model.scheduler"
+    if choice[0] == "--model.scheduler":
+        config = run.trainer.lr_scheduler_configs[0]
+        assert type(config.scheduler).__name__ == choice[1].rsplit(".", 1)[-1]
+        assert config.interval == ("step" if "OneCycle" in choice[1] else "epoch")
+        if "OneCycle" in choice[1]:
+            assert config.scheduler.total_steps == 6  # the run's whole step budget, from the trainer
+
+
+def test_plateau_scheduler_watching_accuracy_must_maximise():
+    with pytest.raises(SystemExit, match="set scheduler.init_args.mode to 'max'"):
+        cli("digits", "fit", "--trainer.fast_dev_run", "true", "--model.scheduler_monitor", "val/acc")
+
+
+def test_plateau_scheduler_without_validation_is_an_error_not_inert():
+    model = ClassifierModule(
+        net=partial(MLP, in_features=64),
+        class_names=[str(d) for d in range(10)],
+        scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min"),
+    )
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(Exception, match="ReduceLROnPlateau conditioned on metric val/loss which is not available"):
+        trainer.fit(model, datamodule=Digits())
