@@ -8,9 +8,10 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules import ImageClassificationDataModule
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from modules import ClassifierModule
 from modules.classifier import ConfigError
+from modules.nets import WeightsUnavailableError
 
 CKPT_ALIASES = ("last", "best")
 
@@ -24,16 +25,42 @@ class ClassifierCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Resolved here, before LightningCLI reads the checkpoint's hyperparameters to rebuild its network.
+        config = self.config[self.config.subcommand]
+        if config.get("ckpt_path") in CKPT_ALIASES:
+            config.ckpt_path = str(find_checkpoint(run_folder(config), config.ckpt_path))
+            print(f"Using {config.ckpt_path}")
+        self.trained_on = checkpoint_classes(config.ckpt_path) if config.get("ckpt_path") else None
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         if config.trainer.precision is None:
             config.trainer.precision = default_precision(config.trainer.accelerator)
-        if config.get("ckpt_path") in CKPT_ALIASES:
-            checkpoint = find_checkpoint(run_folder(config), config.ckpt_path)
-            config.ckpt_path = str(checkpoint)
-            print(f"Using {checkpoint}")
         if self.subcommand == "fit" and config.get("ckpt_path"):
             resume_in_place(config)
+        data = config.data.init_args
+        if self.trained_on is not None and "classes" in data and data.classes is None:
+            data.classes = self.trained_on  # folder data without a training folder (predict) takes the checkpoint's
+
+    def after_instantiate_classes(self) -> None:
+        if self.trained_on is not None and list(self.datamodule.class_names) != list(self.trained_on):
+            raise ConfigError(
+                f"{self.config[self.subcommand].ckpt_path} was trained on classes {self.trained_on}, but the data "
+                f"has classes {list(self.datamodule.class_names)}. Use a checkpoint of this task and data."
+            )
+
+
+def checkpoint_classes(path: str) -> list[str]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, truncation, not a zip: all mean the same to the user
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}).") from exc
+    names = checkpoint.get("hyper_parameters", {}).get("class_names")
+    if names is None:
+        raise ConfigError(f"{path}: this checkpoint records no class names; it was not written by this project.")
+    return list(names)
 
 
 def resume_in_place(config) -> None:
@@ -92,8 +119,20 @@ def main(args: list[str] | None = None) -> ClassifierCLI:
             save_config_kwargs={"overwrite": True},  # a resumed fit rewrites its run's config.yaml
             args=args,
         )
-    except (DataError, ConfigError) as error:
-        sys.exit(f"error: {error}")
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        sys.exit(f"error: {cause}")
+
+
+def user_error(error: BaseException | None) -> BaseException | None:
+    """The project's own error behind ``error``, if any: jsonargparse wraps errors raised while instantiating."""
+    while error is not None:
+        if isinstance(error, (DataError, ConfigError, WeightsUnavailableError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -10,16 +10,12 @@ from typing import ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-
-class DataError(ValueError):
-    """The data on disk, or the data settings, cannot be used; the message says where and how to fix it."""
-
-
-class DataNotFoundError(DataError, FileNotFoundError):
-    """The dataset's files are not where the config says, and could not be downloaded."""
+from datamodules.errors import DataError, DataNotFoundError
+from datamodules.image_folder import list_images, read_images
 
 
 class InMemoryImages(Dataset):
@@ -40,6 +36,47 @@ class InMemoryImages(Dataset):
         return self.images[index], self.labels[index]
 
 
+def grouped_split(labels: Tensor, keys: list[str], val_split: float, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded train/validation split, stratified by class, that keeps images with the same key (identical
+    files) on one side. ``val_split`` below 1 is a fraction of each class; from 1 up, a number of images."""
+    groups: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    by_class: dict[int, list[list[int]]] = {}
+    for members in groups.values():
+        by_class.setdefault(int(labels[members[0]]), []).append(members)
+    fraction = val_split if val_split < 1 else val_split / len(labels)
+    classes = sorted(by_class)
+    quota = quotas([len(by_class[c]) for c in classes], fraction)
+    generator = torch.Generator().manual_seed(seed)
+    is_val = torch.zeros(len(labels), dtype=torch.bool)
+    for label, n_val in zip(classes, quota):
+        class_groups = by_class[label]
+        order = torch.randperm(len(class_groups), generator=generator).tolist()
+        for position in order[:n_val]:
+            is_val[class_groups[position]] = True
+    return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
+
+
+def quotas(sizes: list[int], fraction: float) -> list[int]:
+    """Split ``round(sum(sizes) * fraction)`` (at least 1) over the classes in proportion to their sizes,
+    by largest remainder, so small sets still get a validation set of the asked-for size."""
+    total = max(1, round(sum(sizes) * fraction))
+    exact = [size * total / sum(sizes) for size in sizes]
+    quota = [int(e) for e in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: exact[i] - quota[i], reverse=True)
+    for i in by_remainder[: total - sum(quota)]:
+        quota[i] += 1
+    return quota
+
+
+def report_skipped(problems: list[str], where: Path) -> None:
+    """The skip policy for unreadable image files: leave them out, and say which and why."""
+    if problems:
+        lines = "\n  ".join(problems)
+        rank_zero_warn(f"Skipped {len(problems)} unreadable image file(s) in {where}:\n  {lines}")
+
+
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Collate function for ``InMemoryImages``: its batches arrive already stacked."""
     return batch
@@ -50,6 +87,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     ``augment`` runs in training only, on each image with its own random draw; ``transforms`` runs
     on whole batches in every stage. Both receive float images scaled to [0, 1], as ``ToTensor`` gives.
+    ``predict_dir``: a folder of image files (any layout) to predict on instead of the test split.
     """
 
     task: ClassVar[str]
@@ -67,10 +105,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         augment: list[nn.Module] | None = None,
         transforms: list[nn.Module] | None = None,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if not 0 < val_split < 1:
-            raise DataError(f"val_split={val_split} must lie strictly between 0 and 1 (a fraction of the training set).")
+        if not (0 < val_split < 1 or (val_split >= 1 and float(val_split).is_integer())):
+            raise DataError(f"val_split={val_split}: give a fraction of the training set (0 < f < 1) or a whole number of images.")
         self.save_hyperparameters(ignore=["augment", "transforms"])
         self.data_dir = Path(data_dir).expanduser()
         self.augment = nn.Sequential(*(augment or []))
@@ -89,9 +128,18 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def download_files(self) -> None:
         """Fetch the files into ``data_dir`` (tasks without a download leave this as it is)."""
 
-    def load(self, split: str) -> tuple[Tensor, Tensor]:
-        """Read ``split`` ('train' or 'test') as uint8 images (N, C, H, W) and int64 labels."""
+    def load(self, split: str) -> tuple[Tensor, Tensor] | None:
+        """Read ``split`` ('train' or 'test') as uint8 images (N, C, H, W) and int64 labels.
+        None for 'test' means the set has no labelled test split: testing uses the validation split."""
         raise NotImplementedError
+
+    def load_validation(self) -> tuple[Tensor, Tensor] | None:
+        """A validation set the dataset ships; None carves one from the training set (``val_split``)."""
+        return None
+
+    def default_predict_dir(self) -> Path | None:
+        """The folder ``predict`` reads when ``predict_dir`` is not set; None predicts on the test split."""
+        return None
 
     # ---- shared behaviour --------------------------------------------------------------------
     def _input_shape(self) -> tuple[int, ...]:
@@ -120,8 +168,16 @@ class ImageClassificationDataModule(L.LightningDataModule):
             "Put the files there, or point to them with --data.data_dir PATH."
         )
 
+    def predicting_a_folder(self) -> bool:
+        return self.trainer is not None and self.trainer.predicting and self.predict_folder() is not None
+
+    def predict_folder(self) -> Path | None:
+        return Path(self.hparams.predict_dir).expanduser() if self.hparams.predict_dir else self.default_predict_dir()
+
     def prepare_data(self) -> None:
         """Download on one process if files are missing; stop with a clear message if that fails."""
+        if self.predicting_a_folder():
+            return
         error = None
         if self.missing_files() and self.hparams.download:
             try:
@@ -131,15 +187,44 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self._check_files(error)
 
     def setup(self, stage: str) -> None:
+        if stage == "predict" and self.predicting_a_folder():
+            self._setup_predict_folder()
+            return
         self._check_files()
         if stage in ("fit", "validate") and not hasattr(self, "train_set"):
             images, labels = self._checked(*self.load("train"), split="train")
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.seed))
-            n_val = max(1, round(len(labels) * self.hparams.val_split))
-            self.val_set = InMemoryImages(images[order[:n_val]], labels[order[:n_val]])
-            self.train_set = InMemoryImages(images[order[n_val:]], labels[order[n_val:]])
+            shipped = self.load_validation()
+            if shipped is not None:
+                self.train_set = InMemoryImages(images, labels)
+                self.val_set = InMemoryImages(*self._checked(*shipped, split="validation"))
+            else:
+                train, val = grouped_split(labels, self.file_keys(len(labels)), self.hparams.val_split, self.hparams.seed)
+                self.train_set = InMemoryImages(images[train], labels[train])
+                self.val_set = InMemoryImages(images[val], labels[val])
         if stage in ("test", "predict") and not hasattr(self, "test_set"):
-            self.test_set = InMemoryImages(*self._checked(*self.load("test"), split="test"))
+            loaded = self.load("test")
+            if loaded is None:
+                print(f"{self.task}: no labelled test split; test and predict use the validation split.")
+                self.setup("fit")
+                self.test_set = self.val_set
+            else:
+                self.test_set = InMemoryImages(*self._checked(*loaded, split="test"))
+
+    def file_keys(self, n: int) -> list[str]:
+        """One key per training image; images with equal keys (identical files) stay on one side of the split."""
+        return [str(i) for i in range(n)]
+
+    def _setup_predict_folder(self) -> None:
+        folder = self.predict_folder()
+        if not folder.is_dir():
+            raise DataNotFoundError(f"predict_dir {folder}: no such folder. Point --data.predict_dir at a folder of images.")
+        paths = list_images(folder)
+        if not paths:
+            raise DataError(f"predict_dir {folder}: no image files in it.")
+        images, kept, _, problems = read_images(paths, self.image_shape, resize=True, on_bad_image="skip")
+        report_skipped(problems, folder)
+        self.predict_paths = [str(paths[i]) for i in kept]
+        self.predict_set = InMemoryImages(images, torch.full((len(kept),), -1))
 
     def _checked(self, images: Tensor, labels: Tensor, split: str) -> tuple[Tensor, Tensor]:
         where = f"{self.task} {split} data in {self.data_dir}"
@@ -173,7 +258,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.predict_set if hasattr(self, "predict_set") else self.test_set, shuffle=False)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch

@@ -7,7 +7,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from datamodules.base import ImageClassificationDataModule
-from datamodules.image_folder import read_image_folder
+from datamodules.image_folder import read_labelled_folder
 
 
 class _CIFAR10Files(datasets.CIFAR10):
@@ -42,6 +42,9 @@ class CIFAR10(ImageClassificationDataModule):
 
     def load(self, split: str) -> tuple[Tensor, Tensor]:
         if self.is_folder_layout:
-            return read_image_folder(self.data_dir / split, self.class_names, self.image_shape)
+            images, labels, _, _ = read_labelled_folder(
+                self.data_dir / split, self.class_names, self.image_shape, resize=False, on_bad_image="fail"
+            )
+            return images, labels
         data = _CIFAR10Files(str(self.data_dir), train=split == "train")
         return torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(data.targets)

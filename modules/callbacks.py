@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_only
 from torchinfo import summary
@@ -30,31 +31,54 @@ class TorchinfoSummary(L.Callback):
             mode="eval",
             verbose=0,
         )
-        print(f"{report}\nLogs and checkpoints: {trainer.log_dir}")
+        print(report)
+        if trainer.log_dir:
+            print(f"Logs and checkpoints: {trainer.log_dir}")
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` results as a CSV (index, predicted class name, confidence, true class if known).
+    """Writes ``predict`` results as a CSV and prints where.
 
-    ``output`` defaults to ``predictions.csv`` in the run's log folder.
+    Columns: ``image`` (the file, or the index in the test split), ``predicted`` (class name),
+    ``probability``, and ``true`` where the label is known. ``kaggle_format`` writes ``Id,Category``
+    instead: one row per image in file-name order (Food-11's submission). ``output`` defaults to
+    ``predictions.csv`` in the run's log folder.
     """
 
-    def __init__(self, output: str | None = None) -> None:
+    def __init__(self, output: str | None = None, kaggle_format: bool = False) -> None:
         super().__init__(write_interval="epoch")
-        self.output = output
+        self.output, self.kaggle_format = output, kaggle_format
 
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
         names = pl_module.class_names
-        merged = {key: torch.cat([p[key] for p in predictions]) for key in predictions[0] if key != "probabilities"}
+        predicted = [names[i] for i in torch.cat([p["predicted"] for p in predictions]).tolist()]
+        probability = torch.cat([p["confidence"] for p in predictions]).tolist()
+        labels = torch.cat([p["labels"] for p in predictions]).tolist()
+        images = getattr(trainer.datamodule, "predict_paths", None) or list(range(len(predicted)))
         path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
-            has_labels = "labels" in merged
-            writer.writerow(["index", "predicted", "confidence"] + (["true"] if has_labels else []))
-            for i in range(len(merged["predicted"])):
-                row = [i, names[merged["predicted"][i]], f"{merged['confidence'][i]:.4f}"]
-                writer.writerow(row + ([names[merged["labels"][i]]] if has_labels else []))
-        print(f"Wrote {len(merged['predicted'])} predictions to {path}")
+            if self.kaggle_format:
+                writer.writerow(["Id", "Category"])
+                writer.writerows(enumerate(predicted))
+            else:
+                known = all(label >= 0 for label in labels)
+                writer.writerow(["image", "predicted", "probability"] + (["true"] if known else []))
+                for i, image in enumerate(images):
+                    true = [names[labels[i]]] if known else []
+                    writer.writerow([image, predicted[i], f"{probability[i]:.4f}", *true])
+        print(f"Wrote {len(predicted)} predictions to {path}")
+
+
+class BackboneFinetuning(callbacks.BackboneFinetuning):
+    """Lightning's BackboneFinetuning, whose frozen phase also honours ``train_bn``.
+
+    Lightning's own freezes with BatchNorm trainable whatever ``train_bn`` says, so those parameters
+    sit in the optimizer from the start and again in the group added at the unfreeze epoch.
+    """
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        self.freeze(pl_module.backbone, train_bn=self.train_bn)

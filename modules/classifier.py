@@ -52,6 +52,13 @@ class ClassifierModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The network's pretrained part, for Lightning's ``BackboneFinetuning`` (transfer networks only)."""
+        if not hasattr(self.net, "backbone"):
+            raise AttributeError(f"{type(self.net).__name__} has no backbone to freeze: BackboneFinetuning needs a TransferNet.")
+        return self.net.backbone
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
@@ -80,10 +87,8 @@ class ClassifierModule(L.LightningModule):
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         probabilities = self(batch[0]).float().softmax(dim=1)
         confidence, predicted = probabilities.max(dim=1)
-        output = {"predicted": predicted, "confidence": confidence, "probabilities": probabilities}
-        if len(batch) > 1:
-            output["labels"] = batch[1]
-        return output
+        labels = batch[1] if len(batch) > 1 else torch.full_like(predicted, -1)  # -1: label unknown
+        return {"predicted": predicted, "confidence": confidence, "probabilities": probabilities, "labels": labels}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Validate/test/predict need the weights only: the training callbacks' state (best-checkpoint
@@ -92,7 +97,8 @@ class ClassifierModule(L.LightningModule):
             checkpoint.pop("callbacks", None)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        # Only trainable parameters: a BackboneFinetuning callback adds the frozen backbone later as its own group.
+        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
         if self.scheduler is None:
             return optimizer
         # Schedulers that need the whole run's step budget (OneCycleLR) get it from the trainer and step per batch.

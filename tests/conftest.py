@@ -85,3 +85,79 @@ def svhn_dir(tmp_path: Path) -> Path:
         y = np.where(labels == 0, 10, labels).reshape(-1, 1).astype(np.uint8)
         scipy.io.savemat(root / f"{split}_32x32.mat", {"X": images.transpose(1, 2, 3, 0), "y": y})
     return root
+
+
+def save_image(path: Path, label: int, size: int = 24, mode: str = "RGB") -> Path:
+    """A flat image whose brightness encodes ``label`` (``label_of`` reads it back), in any PIL mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = label * 20 + 10
+    image = Image.new("RGB", (size, size), (value, value, value))
+    if mode == "CMYK":
+        image = image.convert("CMYK")
+    elif mode != "RGB":
+        image = image.convert(mode)
+    image.save(path, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG")
+    return path
+
+
+def label_of_folder_image(image_float) -> int:
+    return int(round((float(image_float.mean()) * 255 - 10) / 20))
+
+
+@pytest.fixture
+def mask_dir(tmp_path: Path) -> Path:
+    """The course layout image/{mask,nomask}, with every awkward case a real folder holds."""
+    root = tmp_path / "face_mask"
+    image = root / "image"
+    for i in range(8):
+        save_image(image / "mask" / f"m{i}.jpg", 0, size=30 + i)  # varied sizes
+        save_image(image / "nomask" / f"n{i}.jpg", 1, size=20 + i)
+    save_image(image / "mask" / "gray.png", 0, mode="L")
+    save_image(image / "mask" / "alpha.png", 0, mode="RGBA")
+    save_image(image / "nomask" / "cmyk.jpg", 1, mode="CMYK")
+    save_image(image / "nomask" / "palette.png", 1, mode="P")
+    save_image(image / "nomask" / "UPPER.JPG", 1)
+    save_image(image / "nomask" / "nested" / "deeper.jpg", 1)
+    for i in range(3):  # exact duplicates of one file within a class
+        (image / "mask" / f"copy{i}.jpg").write_bytes((image / "mask" / "m0.jpg").read_bytes())
+    (image / "nomask" / "across.jpg").write_bytes((image / "mask" / "m1.jpg").read_bytes())  # across classes
+    (image / "mask" / ".DS_Store").write_bytes(b"\0\1junk")
+    (image / "mask" / "._m0.jpg").write_bytes(b"macOS resource fork")
+    (image / "nomask" / "Thumbs.db").write_bytes(b"junk")
+    (image / "nomask" / "notes.txt").write_text("not an image")
+    (root / "train.txt").write_text("image/mask/m0.jpg 0\n")
+    return root
+
+
+MASK_GOOD = {"mask": 8 + 2 + 3, "nomask": 8 + 4 + 1}  # readable images per class folder
+
+
+@pytest.fixture
+def food11_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "food-11"
+    for split, per_class in (("training", 3), ("validation", 1)):
+        for label in range(11):
+            for i in range(per_class):
+                save_image(root / split / f"{label}_{i}.jpg", label % 12)
+    for i in range(7):
+        save_image(root / "test" / f"{i:04d}.jpg", i)
+    return root
+
+
+@pytest.fixture
+def catdog_filtered_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "cats_and_dogs_filtered"
+    for split, n in (("train", 6), ("validation", 2)):
+        for label, name in enumerate(("cat", "dog")):
+            for i in range(n):
+                save_image(root / split / f"{name}s" / f"{name}.{i}.jpg", label, size=40 + i)
+    return root
+
+
+@pytest.fixture
+def catdog_kaggle_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "dogs-vs-cats"
+    for label, name in enumerate(("cat", "dog")):
+        for i in range(6):
+            save_image(root / "train" / f"{name}.{i}.jpg", label, size=40 + i)
+    return root

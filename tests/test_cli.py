@@ -69,7 +69,7 @@ def test_fit_validate_test_predict(task, request, capsys):
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == len(predicted.datamodule.test_set) == (N_TEST if data_dir else 359)
     assert {row["predicted"] for row in rows} <= set(fit.datamodule.class_names)
-    assert all(row["true"] in fit.datamodule.class_names and 0 < float(row["confidence"]) <= 1 for row in rows)
+    assert all(row["true"] in fit.datamodule.class_names and 0 < float(row["probability"]) <= 1 for row in rows)
 
 
 def test_resume_from_last_continues_where_it_stopped(capsys):

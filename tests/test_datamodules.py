@@ -79,8 +79,7 @@ def test_augment_draws_per_image_in_training_only(svhn_dir):
     dm.trainer = Stage()
     augmented, _ = dm.on_after_batch_transfer(batch, 0)
     assert augmented.shape == (16, 3, 28, 28)
-    rotated_corners = (augmented[:, :, 0, 0] == 0).all(dim=1)  # a rotation leaves black corners
-    assert 0 < rotated_corners.sum() < 16 or len({tuple(im.flatten()[:50].tolist()) for im in augmented}) > 1
+    assert len({tuple(im.flatten().tolist()) for im in augmented}) > 1  # same input, a different draw per image
     Stage.training = False
     plain, _ = dm.on_after_batch_transfer(batch, 0)
     assert torch.all(plain == 200 / 255)
@@ -136,14 +135,14 @@ def test_cifar_folder_with_an_extra_class_is_refused(cifar_folder_dir: Path):
     (cifar_folder_dir / "train" / "zebra").mkdir()
     a_cat = next((cifar_folder_dir / "train" / "cat").iterdir())
     a_cat.rename(cifar_folder_dir / "train" / "zebra" / a_cat.name)
-    with pytest.raises(DataError, match="class folders are .*'zebra'"):
+    with pytest.raises(DataError, match=r"classes \['zebra'\] are not among the expected classes"):
         CIFAR10(data_dir=str(cifar_folder_dir), download=False).setup("fit")
 
 
 def test_undecodable_image_is_named(cifar_folder_dir: Path):
     bad = cifar_folder_dir / "train" / "cat" / "broken.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(DataError, match="broken.png: cannot be decoded"):
+    with pytest.raises(DataError, match="broken.png: not an image PIL can read"):
         CIFAR10(data_dir=str(cifar_folder_dir), download=False).setup("fit")
 
 

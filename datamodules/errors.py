@@ -1,0 +1,9 @@
+"""Errors about data that a user can fix; each message names the file or setting and how to fix it."""
+
+
+class DataError(ValueError):
+    """The data on disk, or the data settings, cannot be used."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """The dataset's files are not where the config says, and could not be downloaded."""

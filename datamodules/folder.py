@@ -1,0 +1,76 @@
+"""Any dataset that is a folder of image files: the face masks, Food-11, cats vs dogs, or your own."""
+
+from pathlib import Path
+from typing import Literal
+
+from torch import Tensor
+
+from datamodules.base import ImageClassificationDataModule, report_skipped
+from datamodules.errors import DataError
+from datamodules.image_folder import label_images, natural_key, read_labelled_folder
+
+
+class ImageFolder(ImageClassificationDataModule):
+    """``data_dir/<train_dir>/<class>/<image>`` (any depth), or flat folders whose file names carry the
+    class (``filename_pattern``, a regex whose first group is the class). Images are decoded once, upright
+    by EXIF, in RGB (or grayscale with ``channels: 1``), shorter side resized to ``image_size`` and centre
+    cropped square.
+
+    Validation: ``val_dir`` when that folder exists, else ``val_split`` of the training images, stratified,
+    with identical files kept on one side. Test: ``test_dir`` if set, else the validation split.
+    Unreadable files (corrupt, truncated, empty, too large to decode safely) are skipped and listed
+    (``on_bad_image: skip``) or stop the run (``fail``). ``classes`` pins the class names and their order;
+    by default they are the training folder's, in natural order (2 before 10).
+    """
+
+    task = "folder"
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        train_dir: str = "train",
+        val_dir: str | None = None,
+        test_dir: str | None = None,
+        image_size: int = 224,
+        channels: Literal[1, 3] = 3,
+        filename_pattern: str | None = None,
+        classes: list[str] | None = None,
+        on_bad_image: Literal["skip", "fail"] = "skip",
+        **kwargs,
+    ) -> None:
+        self.image_shape = (channels, image_size, image_size)
+        super().__init__(data_dir=data_dir, **kwargs)
+        self.roots = {"train": self.data_dir / train_dir, "test": self.data_dir / test_dir if test_dir else None}
+        self.roots["val"] = self.data_dir / val_dir if val_dir else None
+        self.filename_pattern, self.on_bad_image = filename_pattern, on_bad_image
+        if classes is None:
+            self._check_files()
+            _, names = label_images(self.roots["train"], filename_pattern)
+            classes = sorted(set(names), key=natural_key)
+        self.class_names = list(classes)
+        self._file_hashes: list[str] = []
+
+    def expected_files(self) -> list[Path]:
+        return [root for split, root in self.roots.items() if root is not None and split != "val"]
+
+    def _read(self, split: str) -> tuple[Tensor, Tensor]:
+        root = self.roots[split]
+        images, labels, hashes, problems = read_labelled_folder(
+            root, self.class_names, self.image_shape, self.filename_pattern, on_bad_image=self.on_bad_image
+        )
+        report_skipped(problems, root)
+        if split == "train":
+            self._file_hashes = hashes
+            empty = [name for i, name in enumerate(self.class_names) if not (labels == i).any()]
+            if empty:
+                raise DataError(f"{root}: no readable training images for classes {empty}.")
+        return images, labels
+
+    def load(self, split: str) -> tuple[Tensor, Tensor] | None:
+        return self._read(split) if self.roots[split] is not None else None
+
+    def load_validation(self) -> tuple[Tensor, Tensor] | None:
+        return self._read("val") if self.roots["val"] is not None and self.roots["val"].is_dir() else None
+
+    def file_keys(self, n: int) -> list[str]:
+        return self._file_hashes

@@ -1,0 +1,175 @@
+"""Folder datasets: the face masks, Food-11, cats vs dogs, any folder, and predict on a folder of photos."""
+
+import csv
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cli import main
+from datamodules import CatsDogs, DataError, FaceMask, Food11, ImageFolder
+from datamodules.base import grouped_split
+from tests.conftest import MASK_GOOD, label_of_folder_image, save_image
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SMALL = ["--data.image_size", "32", "--data.augment", "[]", "--data.batch_size", "4", "--trainer.accelerator", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def run_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+
+
+def cli(task: str, subcommand: str, *extra: str):
+    args = [subcommand, "--config", str(CONFIGS / f"{task}.yaml"), "--trainer.log_every_n_steps", "1", *SMALL]
+    return main(args + list(extra))
+
+
+def mask_module(mask_dir, **kwargs) -> FaceMask:
+    return FaceMask(data_dir=str(mask_dir), train_dir="image", image_size=32, val_split=0.25, **kwargs)
+
+
+def test_folder_reads_every_mode_and_ignores_junk(mask_dir, recwarn):
+    dm = mask_module(mask_dir)
+    assert dm.class_names == ["mask", "nomask"]
+    dm.setup("fit")
+    labels = torch.cat([dm.train_set.labels, dm.val_set.labels])
+    assert torch.bincount(labels).tolist() == [MASK_GOOD["mask"], MASK_GOOD["nomask"]]
+    images = torch.cat([dm.train_set.images, dm.val_set.images])
+    assert images.shape[1:] == (3, 32, 32)  # grayscale, RGBA, CMYK, palette: all RGB, all one size
+    read_back = torch.tensor([label_of_folder_image(image.float() / 255) for image in images])
+    assert (read_back != labels).sum() == 1  # only nomask/across.jpg, a byte copy of a mask image
+
+
+def test_identical_files_land_on_one_side_of_the_split(mask_dir):
+    dm = mask_module(mask_dir)
+    dm.setup("fit")
+    keys = dm.file_keys(len(dm.train_set) + len(dm.val_set))
+    m0 = hashlib.sha1((mask_dir / "image" / "mask" / "m0.jpg").read_bytes()).hexdigest()
+    assert keys.count(m0) == 4  # the split groups by file content: m0.jpg and its three copies
+    labels = torch.tensor([0] * MASK_GOOD["mask"] + [1] * MASK_GOOD["nomask"])
+    for seed in range(20):
+        train, val = grouped_split(labels, keys, 0.25, seed)
+        sides = {key: set() for key in keys}
+        for index in train.tolist():
+            sides[keys[index]].add("train")
+        for index in val.tolist():
+            sides[keys[index]].add("val")
+        assert all(len(side) == 1 for side in sides.values())
+
+
+def test_split_is_stratified_and_seeded(mask_dir):
+    a, b = mask_module(mask_dir, seed=5), mask_module(mask_dir, seed=5)
+    a.setup("fit")
+    b.setup("fit")
+    assert torch.equal(a.val_set.images, b.val_set.images)
+    assert set(a.val_set.labels.tolist()) == {0, 1}  # both classes are validated
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b"this is a text file named .jpg", "not an image PIL can read"),
+        ("truncated", "corrupt or truncated image"),
+    ],
+)
+def test_unreadable_files_are_skipped_and_named_or_fail(mask_dir, content, reason):
+    bad = mask_dir / "image" / "mask" / "bad.jpg"
+    if content == "truncated":
+        full = save_image(mask_dir / "big.jpg", 0, size=200).read_bytes()
+        content = full[: len(full) // 3]
+    bad.write_bytes(content)
+    with pytest.warns(UserWarning, match=rf"(?s)Skipped 1 unreadable image file\(s\).*bad.jpg: {reason}"):
+        mask_module(mask_dir).setup("fit")
+    with pytest.raises(DataError, match=rf"bad.jpg: {reason}"):
+        mask_module(mask_dir, on_bad_image="fail").setup("fit")
+
+
+def test_decompression_bomb_is_refused(mask_dir, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 40)
+    save_image(mask_dir / "image" / "mask" / "bomb.png", 0, size=60)
+    with pytest.raises(DataError, match="bomb.png: too large to decode safely"):
+        mask_module(mask_dir, on_bad_image="fail").setup("fit")
+
+
+def test_empty_class_folder_and_empty_data_folder_are_named(mask_dir, tmp_path):
+    (mask_dir / "image" / "unsure").mkdir()
+    with pytest.raises(DataError, match="unsure: class folder holds no images"):
+        mask_module(mask_dir)
+    (tmp_path / "nothing" / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no image files found"):
+        ImageFolder(data_dir=str(tmp_path / "nothing"))
+
+
+def test_food11_labels_come_from_file_names_in_natural_order(food11_dir):
+    dm = Food11(data_dir=str(food11_dir), train_dir="training", val_dir="validation", filename_pattern=r"^(\d+)_", image_size=32)
+    assert dm.class_names == [str(i) for i in range(11)]  # 2 before 10
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set)) == (33, 11)
+    for image, label in zip(dm.val_set.images, dm.val_set.labels):
+        assert label_of_folder_image(image.float() / 255) == label  # 3_0.jpg is class "3"
+    dm.setup("test")
+    assert dm.test_set is dm.val_set  # the test folder has no labels
+    assert dm.predict_folder() == food11_dir / "test"
+    (food11_dir / "test").rename(food11_dir / "evaluation")
+    assert dm.predict_folder() == food11_dir / "evaluation"
+
+
+def test_catdog_reads_the_filtered_and_the_kaggle_layouts(catdog_filtered_dir, catdog_kaggle_dir):
+    filtered = CatsDogs(data_dir=str(catdog_filtered_dir), val_dir="validation", filename_pattern=r"^(cat|dog)\.", image_size=32)
+    filtered.setup("fit")
+    assert filtered.class_names == ["cats", "dogs"] and (len(filtered.train_set), len(filtered.val_set)) == (12, 4)
+    kaggle = CatsDogs(data_dir=str(catdog_kaggle_dir), val_dir="validation", filename_pattern=r"^(cat|dog)\.", val_split=4, image_size=32)
+    kaggle.setup("fit")
+    assert kaggle.class_names == ["cat", "dog"] and (len(kaggle.train_set), len(kaggle.val_set)) == (8, 4)
+    for image, label in zip(kaggle.val_set.images, kaggle.val_set.labels):
+        assert label_of_folder_image(image.float() / 255) == label
+
+
+def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys):
+    data = ["--data.data_dir", str(mask_dir)]
+    cli("mask", "fit", *data, "--trainer.max_epochs", "1", "--model.net.width", "0.25")
+    cli("mask", "validate", *data, "--ckpt_path", "best")
+    tested = cli("mask", "test", *data, "--ckpt_path", "best")  # no test folder: the validation split
+    assert "test/acc" in tested.trainer.callback_metrics
+    photos = tmp_path / "my photos"
+    save_image(photos / "a.jpg", 0)
+    save_image(photos / "holiday" / "B.PNG", 1, mode="RGBA")
+    (photos / "readme.txt").write_text("skip me")
+    # No training data needed: the class names come from the checkpoint.
+    predicted = cli("mask", "predict", "--data.data_dir", str(tmp_path / "gone"), "--data.predict_dir", str(photos), "--ckpt_path", "last")
+    csv_path = Path(predicted.trainer.log_dir) / "predictions.csv"
+    assert f"Wrote 2 predictions to {csv_path}" in capsys.readouterr().out
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [Path(r["image"]).name for r in rows] == ["a.jpg", "B.PNG"]
+    assert all(r["predicted"] in ("mask", "nomask") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
+
+
+def test_food11_predict_writes_the_kaggle_csv(food11_dir):
+    data = ["--data.data_dir", str(food11_dir)]
+    cli("food11", "fit", *data, "--trainer.max_epochs", "1", "--model.net.image_size", "32")
+    cli("food11", "test", *data, "--ckpt_path", "best", "--model.net.image_size", "32")
+    predicted = cli("food11", "predict", *data, "--ckpt_path", "best")
+    lines = (Path(predicted.trainer.log_dir) / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "Id,Category" and len(lines) == 1 + 7
+    assert [line.split(",")[0] for line in lines[1:]] == [str(i) for i in range(7)]
+    assert all(line.split(",")[1] in [str(c) for c in range(11)] for line in lines[1:])
+
+
+def test_checkpoint_from_other_classes_is_refused(mask_dir, catdog_filtered_dir):
+    cli("mask", "fit", "--data.data_dir", str(mask_dir), "--trainer.max_epochs", "1", "--model.net.width", "0.25")
+    ckpt = "lightning_logs/mask/version_0/checkpoints/last.ckpt"
+    with pytest.raises(SystemExit, match=r"train: classes \['cats', 'dogs'\] are not among the expected classes \['mask', 'nomask'\]"):
+        cli("mask", "test", "--data.data_dir", str(catdog_filtered_dir), "--data.train_dir", "train", "--ckpt_path", ckpt)
+
+
+def test_unreadable_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="broken.ckpt: not a readable checkpoint"):
+        cli("mask", "predict", "--data.predict_dir", str(tmp_path), "--ckpt_path", str(bad))
