@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from datamodules import ImageClassificationDataModule
 from datamodules.errors import DataError
 from modules import ClassifierModule
+from modules.callbacks import PredictionWriter
 from modules.classifier import ConfigError
 from modules.nets import WeightsUnavailableError
 
@@ -24,6 +25,8 @@ class ClassifierCLI(LightningCLI):
         # Facts the data knows flow into the model, so they are never typed twice.
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+        # --predictions.output PATH, --predictions.kaggle_format: where and how `predict` writes its CSV.
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -40,6 +43,9 @@ class ClassifierCLI(LightningCLI):
             config.trainer.precision = default_precision(config.trainer.accelerator)
         if self.subcommand == "fit" and config.get("ckpt_path"):
             resume_in_place(config)
+        net = config.model.init_args.net
+        if config.get("ckpt_path") and "weights" in getattr(net, "init_args", {}):
+            net.init_args.weights = None  # the checkpoint holds every weight: no pretrained download needed
         data = config.data.init_args
         if self.trained_on is not None and "classes" in data and data.classes is None:
             data.classes = self.trained_on  # folder data without a training folder (predict) takes the checkpoint's

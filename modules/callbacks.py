@@ -37,7 +37,7 @@ class TorchinfoSummary(L.Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` results as a CSV and prints where.
+    """Writes ``predict`` results as a CSV and prints where (``--predictions.output``, ``--predictions.kaggle_format``).
 
     Columns: ``image`` (the file, or the index in the test split), ``predicted`` (class name),
     ``probability``, and ``true`` where the label is known. ``kaggle_format`` writes ``Id,Category``

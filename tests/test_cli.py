@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cli import main
 from datamodules import Digits
@@ -55,7 +56,12 @@ def test_fit_validate_test_predict(task, request, capsys):
     assert (last["epoch"], last["global_step"]) == (1, 6)
     assert last["hyper_parameters"]["class_names"] == fit.datamodule.class_names  # predict needs no data
     assert len(list((run / "checkpoints").glob("best-epoch=*-val_acc=*.ckpt"))) == 1
-    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(fit.trainer.logged_metrics)
+    events = EventAccumulator(str(run))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= scalars  # what TensorBoard shows
+    assert any(tag.startswith("lr-") for tag in scalars)  # the learning rate
+    assert [e.step for e in events.Scalars("val/acc")] == [2, 5]  # one point per epoch
 
     validated = cli(task, "validate", "--ckpt_path", "best", data_dir=data_dir)
     assert 0 <= validated.trainer.callback_metrics["val/acc"] <= 1

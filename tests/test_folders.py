@@ -142,8 +142,9 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     save_image(photos / "holiday" / "B.PNG", 1, mode="RGBA")
     (photos / "readme.txt").write_text("skip me")
     # No training data needed: the class names come from the checkpoint.
-    predicted = cli("mask", "predict", "--data.data_dir", str(tmp_path / "gone"), "--data.predict_dir", str(photos), "--ckpt_path", "last")
-    csv_path = Path(predicted.trainer.log_dir) / "predictions.csv"
+    csv_path = tmp_path / "out" / "mine.csv"
+    cli("mask", "predict", "--data.data_dir", str(tmp_path / "gone"), "--data.predict_dir", str(photos), "--ckpt_path", "last",
+        "--predictions.output", str(csv_path))
     assert f"Wrote 2 predictions to {csv_path}" in capsys.readouterr().out
     rows = list(csv.DictReader(csv_path.open()))
     assert [Path(r["image"]).name for r in rows] == ["a.jpg", "B.PNG"]

@@ -1,5 +1,6 @@
 """Cats vs dogs transfer learning: torchvision weights from $TORCH_HOME, BackboneFinetuning, from scratch."""
 
+import os
 import sys
 import urllib.error
 from pathlib import Path
@@ -11,6 +12,7 @@ import torchvision
 from cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DOWNLOADER = torchvision.models._api.load_state_dict_from_url
 TINY = ["--data.image_size", "32", "--data.augment", "[]", "--data.batch_size", "4", "--trainer.accelerator", "cpu"]
 TINY += ["--trainer.log_every_n_steps", "1"]
 
@@ -29,14 +31,18 @@ def offline(tmp_path, monkeypatch):
 
 @pytest.fixture
 def planted_weights(tmp_path, monkeypatch) -> dict:
-    """A resnet18 weights file under torchvision's own file name, where torch.hub looks first."""
+    """A resnet18 weights file under torchvision's own file name in $TORCH_HOME, where torch.hub looks first."""
     state = torchvision.models.resnet18(weights=None).state_dict()
-    target = tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    target.parent.mkdir(parents=True)
-    torch.save(state, target)
-    monkeypatch.setattr(
-        torchvision.models._api, "load_state_dict_from_url", lambda url, *a, **k: torch.load(target, weights_only=True)
-    )
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(state, cache / "resnet18-f37072fd.pth")
+
+    def cached_only(url, *args, **kwargs):  # torch.hub's own loader, allowed only when it needs no download
+        if not (cache / Path(url).name).is_file():
+            raise urllib.error.URLError("no network in tests")
+        return DOWNLOADER(url, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", cached_only)
     return state
 
 
@@ -56,6 +62,12 @@ def test_backbone_is_frozen_until_the_unfreeze_epoch(catdog_filtered_dir, plante
     assert all(p.requires_grad for p in after.model.net.backbone.parameters())
     assert len(after.trainer.optimizers[0].param_groups) == 2  # BackboneFinetuning added the backbone's group
     assert not torch.equal(after.model.net.net.conv1.weight, planted_weights["conv1.weight"])
+
+    (Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / "resnet18-f37072fd.pth").unlink()
+    ckpt = "lightning_logs/catdog/version_1/checkpoints/last.ckpt"
+    predicted = main(["predict", "--config", str(CONFIGS / "catdog.yaml"), "--data.data_dir", str(catdog_filtered_dir), *TINY,
+                      "--ckpt_path", ckpt, "--data.predict_dir", str(catdog_filtered_dir / "validation")])
+    assert torch.equal(predicted.model.net.net.conv1.weight, after.model.net.net.conv1.weight)  # no weights file needed
 
 
 def test_missing_weights_say_which_file_to_place_where(catdog_filtered_dir, tmp_path):

@@ -1,0 +1,125 @@
+"""Side by side, in one run on one machine: the course's plain PyTorch loop against ``cli.py``.
+
+    python benchmarks/compare.py --data-dir PATH/TO/mnist --epochs 3
+
+(a) ``benchmarks/course_loop.py``: the loop as the course notebooks write it (per-sample PIL transforms).
+(b) ``cli.py fit`` then ``cli.py test --ckpt_path best``, from process start to the final test.
+Each runs in its own process; wall time, training images per second, peak memory (that process's
+max RSS) and test accuracy are printed for both, with the ratio b/a.
+
+Then the Lightning-overhead pair: the same network, optimizer, batches and device-side transforms
+(this project's DataModule) trained for one epoch by a hand-written loop and by ``Trainer.fit`` with
+logging, checkpointing and validation off, so the ratio isolates what Lightning itself costs.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(command: list[str], log: Path) -> tuple[float, float, str]:
+    """Run ``command``; return its wall seconds, its peak RSS in MiB, and its output."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    output = log.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(command)} failed; see {log}:\n{output[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, output
+
+
+def overhead(data_dir: str, batches: int | None) -> dict[str, float]:
+    """One epoch (or ``batches`` steps) of the same work, by hand and by Lightning; seconds each."""
+    import lightning as L
+    import torch
+
+    from datamodules import MNIST
+    from modules import ClassifierModule
+    from modules.nets import SmallCNN
+    from torchvision.transforms import v2
+
+    def parts():
+        L.seed_everything(0, verbose=False)
+        data = MNIST(data_dir=data_dir, batch_size=128, download=False, transforms=[v2.Normalize([0.5], [0.5])])
+        data.setup("fit")
+        model = ClassifierModule(net=SmallCNN, class_names=data.class_names, optimizer=lambda p: torch.optim.Adam(p, 1e-3))
+        return data, model
+
+    data, model = parts()
+    optimizer = model.configure_optimizers()
+    loader = data.train_dataloader()
+    batches = batches or len(loader)
+    model.train()
+    start = time.perf_counter()
+    for step, batch in enumerate(loader):
+        if step == batches:
+            break
+        images, labels = data.on_after_batch_transfer(batch, 0)
+        loss = model.loss(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    plain = time.perf_counter() - start
+
+    data, model = parts()
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=batches, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    lightning = time.perf_counter() - start
+    return {"plain_s": plain, "lightning_s": lightning}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, help="MNIST folder (holding MNIST/raw/*-ubyte)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--logs", default="/tmp/benchmark_logs")
+    parser.add_argument("--overhead-batches", type=int, default=None, help="default: one epoch")
+    args = parser.parse_args()
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    n_train = 60_000
+
+    print(f"(a) course loop, {args.epochs} epochs ...", flush=True)
+    wall_a, mem_a, out = run([python, "benchmarks/course_loop.py", "--task", "mnist", "--data-dir", args.data_dir, "--epochs", str(args.epochs)], logs / "course_loop.log")
+    summary = json.loads(out.strip().splitlines()[-1])
+    epochs = [json.loads(line) for line in out.strip().splitlines()[:-1]]
+    best = summary["best_epoch"]
+    a = {"wall_s": wall_a, "to_best_s": epochs[best - 1]["elapsed_s"], "img_per_s": n_train * args.epochs / wall_a, "peak_mib": mem_a, "test_acc": summary["best_test_acc"]}
+
+    print(f"(b) cli.py fit + test, {args.epochs} epochs ...", flush=True)
+    common = ["--config", "configs/mnist.yaml", "--data.data_dir", args.data_dir, "--trainer.logger.init_args.save_dir", str(logs / "runs")]
+    wall_fit, mem_fit, _ = run([python, "cli.py", "fit", *common, "--trainer.max_epochs", str(args.epochs)]), logs / "fit.log")
+    wall_test, mem_test, out = run([python, "cli.py", "test", *common, "--ckpt_path", "best"], logs / "test.log")
+    acc = float(re.search(r"test/acc\s+([\d.]+)", out).group(1))
+    b = {"wall_s": wall_fit + wall_test, "to_best_s": wall_fit + wall_test, "img_per_s": n_train * args.epochs / wall_fit, "peak_mib": max(mem_fit, mem_test), "test_acc": acc}
+
+    print("(c) Lightning overhead, one epoch each ...", flush=True)
+    c = overhead(args.data_dir, args.overhead_batches)
+
+    print(f"\nMNIST, SmallCNN, {args.epochs} epochs, {os.cpu_count()} CPU cores")
+    print(f"{'':28}{'(a) course loop':>18}{'(b) cli.py':>14}{'b/a':>8}")
+    rows = [("wall time, start to test (s)", "wall_s", "{:.1f}"), ("time to its best test acc (s)", "to_best_s", "{:.1f}"),
+            ("training images / s", "img_per_s", "{:.0f}"), ("peak memory (MiB)", "peak_mib", "{:.0f}"), ("best test accuracy", "test_acc", "{:.4f}")]
+    for label, key, fmt in rows:
+        print(f"{label:28}{fmt.format(a[key]):>18}{fmt.format(b[key]):>14}{b[key] / a[key]:>8.2f}")
+    share = c["lightning_s"] / c["plain_s"] - 1
+    print(f"\nSame data path, same steps: hand loop {c['plain_s']:.2f} s, Lightning {c['lightning_s']:.2f} s: "
+          f"Lightning costs {100 * share:+.1f}% of epoch time")
+
+
+if __name__ == "__main__":
+    main()
