@@ -21,7 +21,7 @@ COURSE = {  # dataset, transform, network, optimizer, batch size: as in the cour
     "mnist": dict(
         data=lambda root, train, tf: datasets.MNIST(root, train=train, transform=tf),
         transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]),
-        net=lambda: SmallCNN(10),
+        net=lambda: SmallCNN(10, channels=(16, 32)),  # the network configs/mnist.yaml trains
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
         batch_size=64,
     ),

@@ -19,21 +19,32 @@ from datamodules.image_folder import list_images, read_images
 
 
 class InMemoryImages(Dataset):
-    """uint8 images (N, C, H, W) and int64 labels held in memory."""
+    """uint8 images (N, C, H, W) and int64 labels held in memory (or memory-mapped), seen through ``index``:
+    a split is a set of positions into one shared tensor, never a copy of the images."""
 
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images, self.labels = images, labels
+    def __init__(self, images: Tensor, labels: Tensor, index: Tensor | None = None) -> None:
+        self.all_images, self.all_labels = images, labels
+        self.index = torch.arange(len(labels)) if index is None else index
+
+    @property
+    def images(self) -> Tensor:
+        return self.all_images[self.index]
+
+    @property
+    def labels(self) -> Tensor:
+        return self.all_labels[self.index]
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.index)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        row = self.index[i]
+        return self.all_images[row], self.all_labels[row]
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         # The DataLoader asks for a whole batch at once: one tensor index instead of a Python call per image.
-        index = torch.as_tensor(indices)
-        return self.images[index], self.labels[index]
+        rows = self.index[torch.as_tensor(indices)]
+        return self.all_images[rows], self.all_labels[rows]
 
 
 def grouped_split(labels: Tensor, keys: list[str], val_split: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -199,8 +210,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 self.val_set = InMemoryImages(*self._checked(*shipped, split="validation"))
             else:
                 train, val = grouped_split(labels, self.file_keys(len(labels)), self.hparams.val_split, self.hparams.seed)
-                self.train_set = InMemoryImages(images[train], labels[train])
-                self.val_set = InMemoryImages(images[val], labels[val])
+                self.train_set = InMemoryImages(images, labels, train)
+                self.val_set = InMemoryImages(images, labels, val)
         if stage in ("test", "predict") and not hasattr(self, "test_set"):
             loaded = self.load("test")
             if loaded is None:

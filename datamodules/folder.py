@@ -21,6 +21,8 @@ class ImageFolder(ImageClassificationDataModule):
     Unreadable files (corrupt, truncated, empty, too large to decode safely) are skipped and listed
     (``on_bad_image: skip``) or stop the run (``fail``). ``classes`` pins the class names and their order;
     by default they are the training folder's, in natural order (2 before 10).
+    ``cache_dir``: keep the decoded images there as memory-mapped files, so later runs skip decoding and
+    sets larger than memory train from disk pages (rebuilt when a file, the file list or the size changes).
     """
 
     task = "folder"
@@ -36,6 +38,7 @@ class ImageFolder(ImageClassificationDataModule):
         filename_pattern: str | None = None,
         classes: list[str] | None = None,
         on_bad_image: Literal["skip", "fail"] = "skip",
+        cache_dir: str | None = None,
         **kwargs,
     ) -> None:
         self.image_shape = (channels, image_size, image_size)
@@ -43,6 +46,7 @@ class ImageFolder(ImageClassificationDataModule):
         self.roots = {"train": self.data_dir / train_dir, "test": self.data_dir / test_dir if test_dir else None}
         self.roots["val"] = self.data_dir / val_dir if val_dir else None
         self.filename_pattern, self.on_bad_image = filename_pattern, on_bad_image
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         if classes is None:
             self._check_files()
             _, names = label_images(self.roots["train"], filename_pattern)
@@ -56,7 +60,8 @@ class ImageFolder(ImageClassificationDataModule):
     def _read(self, split: str) -> tuple[Tensor, Tensor]:
         root = self.roots[split]
         images, labels, hashes, problems = read_labelled_folder(
-            root, self.class_names, self.image_shape, self.filename_pattern, on_bad_image=self.on_bad_image
+            root, self.class_names, self.image_shape, self.filename_pattern, on_bad_image=self.on_bad_image,
+            cache_dir=self.cache_dir,
         )
         report_skipped(problems, root)
         if split == "train":

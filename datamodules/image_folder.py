@@ -6,10 +6,13 @@ folder a user brings, and ``predict`` on a folder of photos.
 
 import hashlib
 import io
+import json
+import os
 import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
@@ -18,6 +21,7 @@ from tqdm import tqdm
 
 from datamodules.errors import DataError
 
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -89,13 +93,14 @@ def load_image(data: bytes, path: Path, mode: str, size: int | None) -> Tensor:
 
 
 def read_images(
-    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str
+    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str, out: Tensor | None = None
 ) -> tuple[Tensor, list[int], list[str], list[str]]:
-    """Decode ``paths`` into one uint8 tensor. Returns the tensor, the indices of the paths kept, their
-    content hashes, and one line per unreadable file (skipped, or raised when ``on_bad_image`` is 'fail')."""
+    """Decode ``paths`` into one uint8 tensor (``out``, e.g. a memory-mapped file, or a new one). Returns the
+    filled part, the indices of the paths kept, their content hashes, and one line per unreadable file
+    (skipped, or raised when ``on_bad_image`` is 'fail')."""
     channels, height, width = image_shape
     mode = {1: "L", 3: "RGB"}[channels]
-    images = torch.empty((len(paths), *image_shape), dtype=torch.uint8)
+    images = torch.empty((len(paths), *image_shape), dtype=torch.uint8) if out is None else out
     kept, hashes, problems = [], [], []
     for i, path in enumerate(tqdm(paths, desc=f"Decoding {paths[0].parent.parent.name}/…" if paths else "", unit="img", mininterval=2.0, leave=False)):
         data = path.read_bytes()
@@ -114,6 +119,39 @@ def read_images(
     return images[: len(kept)], kept, hashes, problems
 
 
+def cached_read_images(
+    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str, cache_dir: Path | None
+) -> tuple[Tensor, list[int], list[str], list[str]]:
+    """``read_images``, through a disk cache when ``cache_dir`` is set: the decoded images are written once
+    into a memory-mapped ``.npy`` and later runs map it instead of decoding. The cache key covers every
+    file's path, size and modification time, and the target shape: changing any of them rebuilds it."""
+    if cache_dir is None:
+        return read_images(paths, image_shape, resize, on_bad_image)
+    fingerprint = hashlib.sha1(repr((CACHE_VERSION, image_shape, resize)).encode())
+    for path in paths:
+        stat = path.stat()
+        fingerprint.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    folder = hashlib.sha1(str(paths[0].parent.resolve()).encode()).hexdigest()[:10]
+    entry = cache_dir.expanduser() / f"{folder}-{fingerprint.hexdigest()[:16]}"
+    array, meta = entry.with_suffix(".npy"), entry.with_suffix(".json")
+    if not (array.is_file() and meta.is_file()):
+        array.parent.mkdir(parents=True, exist_ok=True)
+        partial = entry.with_suffix(".npy.partial")
+        mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_shape))
+        _, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image, out=torch.from_numpy(mapped))
+        mapped.flush()
+        del mapped
+        os.replace(partial, array)  # whole files only: an interrupted build leaves no half cache behind
+        meta.with_suffix(".json.partial").write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
+        os.replace(meta.with_suffix(".json.partial"), meta)
+        for stale in array.parent.glob(f"{folder}-*"):  # earlier versions of this folder's cache
+            if stale.stem != entry.name and stale.suffix in (".npy", ".json"):
+                stale.unlink()
+    info = json.loads(meta.read_text())
+    images = torch.from_numpy(np.load(array, mmap_mode="c"))  # copy-on-write: pages load on demand
+    return images[: len(info["kept"])], info["kept"], info["hashes"], info["problems"]
+
+
 def read_labelled_folder(
     root: Path,
     class_names: list[str],
@@ -121,6 +159,7 @@ def read_labelled_folder(
     filename_pattern: str | None = None,
     resize: bool = True,
     on_bad_image: str = "skip",
+    cache_dir: Path | None = None,
 ) -> tuple[Tensor, Tensor, list[str], list[str]]:
     """Images and labels of one labelled split folder, the files' content hashes, and the unreadable files."""
     paths, names = label_images(root, filename_pattern)
@@ -130,6 +169,6 @@ def read_labelled_folder(
             f"{root}: classes {unknown} are not among the expected classes {class_names} "
             "(a checkpoint's or the task's). Check the folder, or the checkpoint you are using."
         )
-    images, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image)
+    images, kept, hashes, problems = cached_read_images(paths, image_shape, resize, on_bad_image, cache_dir)
     labels = torch.tensor([class_names.index(names[i]) for i in kept], dtype=torch.long)
     return images, labels, hashes, problems

@@ -22,7 +22,8 @@ class ClassifierModule(L.LightningModule):
 
     ``class_names`` and ``input_shape`` arrive from the DataModule (linked in ``cli.py``) and are saved
     in every checkpoint, so a checkpoint alone is enough to predict. ``net`` is called with the number
-    of classes, so the count is never typed twice.
+    of classes, so the count is never typed twice. ``compile`` runs the network through torch.compile
+    (off by default: on this project's small CPU nets compiling costs more than it saves).
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class ClassifierModule(L.LightningModule):
         scheduler_monitor: str = "val/loss",
         label_smoothing: float = 0.0,
         channels_last: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if scheduler_monitor not in METRICS:
@@ -59,10 +61,15 @@ class ClassifierModule(L.LightningModule):
             raise AttributeError(f"{type(self.net).__name__} has no backbone to freeze: BackboneFinetuning needs a TransferNet.")
         return self.net.backbone
 
+    def configure_model(self) -> None:
+        if self.hparams.compile and "_compiled" not in self.__dict__:
+            # Kept outside the module registry: checkpoints hold the plain network's weights either way.
+            self.__dict__["_compiled"] = torch.compile(self.net)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
-        return self.net(x)
+        return self.__dict__.get("_compiled", self.net)(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> Tensor:
         images, labels = batch

@@ -99,6 +99,13 @@ def test_ckpt_path_file_restores_the_trained_network(mnist_dir):
     assert tested.model.net.classifier[1].out_features == 128
 
 
+def test_compile_switch_trains_and_keeps_plain_checkpoint_keys():
+    run = cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--model.compile", "true")
+    assert "_compiled" in run.model.__dict__ and run.trainer.global_step == 2
+    keys = torch.load("lightning_logs/digits/version_0/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert all(key.startswith(("net.", "train_acc", "val_acc", "test_acc")) for key in keys) and "net.layers.1.weight" in keys
+
+
 def test_print_config_shows_every_knob(capsys):
     with pytest.raises(SystemExit) as done:
         main(["fit", "--config", str(CONFIGS / "svhn.yaml"), "--data.data_dir", "/some/where", "--print_config"])

@@ -174,3 +174,35 @@ def test_unreadable_checkpoint_is_refused(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="broken.ckpt: not a readable checkpoint"):
         cli("mask", "predict", "--data.predict_dir", str(tmp_path), "--ckpt_path", str(bad))
+
+
+def test_disk_cache_is_built_once_reused_and_rebuilt_on_change(mask_dir, tmp_path, monkeypatch):
+    import datamodules.image_folder as reader
+
+    cache = tmp_path / "cache"
+    (mask_dir / "image" / "mask" / "bad.jpg").write_bytes(b"")
+    first = mask_module(mask_dir, cache_dir=str(cache))
+    with pytest.warns(UserWarning, match="bad.jpg: empty file"):
+        first.setup("fit")
+    assert len(list(cache.glob("*.npy"))) == 1 and len(list(cache.glob("*.json"))) == 1
+
+    decoded = []
+    original = reader.read_images
+    monkeypatch.setattr(reader, "read_images", lambda *a, **k: decoded.append(1) or original(*a, **k))
+    again = mask_module(mask_dir, cache_dir=str(cache))
+    with pytest.warns(UserWarning, match="bad.jpg: empty file"):  # the skip report survives the cache
+        again.setup("fit")
+    assert decoded == []  # mapped from disk, nothing decoded
+    assert torch.equal(again.train_set.images, first.train_set.images)
+    assert torch.equal(again.val_set.labels, first.val_set.labels)
+
+    save_image(mask_dir / "image" / "mask" / "m3.jpg", 0, size=50)  # a file changed
+    changed = mask_module(mask_dir, cache_dir=str(cache))
+    with pytest.warns(UserWarning):
+        changed.setup("fit")
+    assert decoded == [1] and len(list(cache.glob("*.npy"))) == 1  # rebuilt, the stale copy removed
+
+    resized = FaceMask(data_dir=str(mask_dir), train_dir="image", image_size=16, cache_dir=str(cache))
+    with pytest.warns(UserWarning):
+        resized.setup("fit")
+    assert decoded == [1, 1] and resized.train_set.images.shape[1:] == (3, 16, 16)
