@@ -11,6 +11,7 @@ from datamodules import ImageClassificationDataModule
 from datamodules.errors import DataError
 from modules import ClassifierModule
 from modules.callbacks import PredictionWriter
+from modules.checkpoint_io import CheckpointWriteError
 from modules.classifier import ConfigError
 from modules.nets import WeightsUnavailableError
 
@@ -135,7 +136,7 @@ def main(args: list[str] | None = None) -> ClassifierCLI:
 def user_error(error: BaseException | None) -> BaseException | None:
     """The project's own error behind ``error``, if any: jsonargparse wraps errors raised while instantiating."""
     while error is not None:
-        if isinstance(error, (DataError, ConfigError, WeightsUnavailableError)):
+        if isinstance(error, (DataError, ConfigError, WeightsUnavailableError, CheckpointWriteError)):
             return error
         error = error.__cause__ or error.__context__
     return None

@@ -26,6 +26,7 @@ def run_in_tmp(tmp_path, monkeypatch):
 
 def cli(task: str, subcommand: str, *extra: str):
     args = [subcommand, "--config", str(CONFIGS / f"{task}.yaml"), "--trainer.log_every_n_steps", "1", *SMALL]
+    args += ["--data.cache_dir", "cache"]  # inside the test's folder
     return main(args + list(extra))
 
 

@@ -22,11 +22,16 @@ def val_acc(output: str) -> float:
     return float(re.search(r"val/acc\s+([\d.]+)", output).group(1))
 
 
-def test_two_process_ddp_validation_matches_one_process(tmp_path):
-    cli(tmp_path, "fit", "--trainer.max_epochs", "1", "--trainer.devices", "1")
+def test_two_process_ddp_fit_and_validation_match_one_process(tmp_path):
+    cli(tmp_path, "fit", "--trainer.max_epochs", "1", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    runs = sorted(p.name for p in (tmp_path / "logs" / "digits").iterdir())
+    assert runs == ["version_0"]  # one run folder: rank 0 alone logs and writes checkpoints
+    checkpoints = sorted(p.name for p in (tmp_path / "logs" / "digits" / "version_0" / "checkpoints").iterdir())
+    assert len(checkpoints) == 2 and "last.ckpt" in checkpoints and checkpoints[0].startswith("best-")
     ckpt = str(tmp_path / "logs" / "digits" / "version_0" / "checkpoints" / "last.ckpt")
     single = val_acc(cli(tmp_path, "validate", "--ckpt_path", ckpt, "--trainer.devices", "1"))
-    # The digits validation split has 144 images: an even shard per process, no padding duplicates.
+    # The digits validation split has 144 images: an even shard per process, no padding duplicates,
+    # so the accuracy synchronised across processes must equal the single-process figure exactly.
     ddp = cli(tmp_path, "validate", "--ckpt_path", ckpt, "--trainer.devices", "2", "--trainer.strategy", "ddp")
     assert val_acc(ddp) == single
     assert 0.3 < single <= 1

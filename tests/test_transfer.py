@@ -14,7 +14,7 @@ from cli import main
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DOWNLOADER = torchvision.models._api.load_state_dict_from_url
 TINY = ["--data.image_size", "32", "--data.augment", "[]", "--data.batch_size", "4", "--trainer.accelerator", "cpu"]
-TINY += ["--trainer.log_every_n_steps", "1"]
+TINY += ["--trainer.log_every_n_steps", "1", "--data.cache_dir", "cache"]
 
 
 @pytest.fixture(autouse=True)

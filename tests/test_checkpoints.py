@@ -1,0 +1,59 @@
+"""Crash-safe checkpoint writes: a kill or a full disk mid-write never costs the previous checkpoint."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from modules.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DIES_HALFWAY = """
+import os, signal, sys, torch
+import modules.checkpoint_io as checkpoint_io
+
+io = checkpoint_io.AtomicCheckpointIO()
+io.save_checkpoint({"weights": torch.ones(1000), "epoch": 1}, sys.argv[1])
+
+def dies_halfway(obj, file, *args, **kwargs):
+    file.write(b"PK\\x03\\x04 the first half of a checkpoint")
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+checkpoint_io.torch.save = dies_halfway
+io.save_checkpoint({"weights": torch.zeros(1000), "epoch": 2}, sys.argv[1])
+"""
+
+
+def test_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    done = subprocess.run([sys.executable, "-c", DIES_HALFWAY, str(target)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == -signal.SIGKILL
+    survivor = torch.load(target, weights_only=True)
+    assert survivor["epoch"] == 1 and torch.equal(survivor["weights"], torch.ones(1000))
+    assert len(list(target.parent.glob(".last.ckpt.*.partial"))) == 1  # the torn write, beside, never in place
+    AtomicCheckpointIO().save_checkpoint({"epoch": 3}, target)
+    assert torch.load(target, weights_only=True)["epoch"] == 3
+    assert not list(target.parent.glob("*.partial"))  # the next save clears it
+
+
+def test_full_disk_names_the_folder_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    target = tmp_path / "run" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1}, target)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(CheckpointWriteError, match=rf"cannot write checkpoint last.ckpt in {tmp_path / 'run'}: No space left on device"):
+        io.save_checkpoint({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["epoch"] == 1
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
