@@ -57,3 +57,22 @@ def test_full_disk_names_the_folder_and_keeps_the_previous_checkpoint(tmp_path, 
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["epoch"] == 1
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+class Payload:
+    """Stands in for any object a pickle can smuggle in; unpickling it would run code."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch, capfd):
+    from cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"hyper_parameters": {"class_names": [str(d) for d in range(10)]}, "payload": Payload()}, evil)
+    with pytest.raises(SystemExit, match="evil.ckpt: not a readable checkpoint \\(UnpicklingError"):
+        main(["test", "--config", str(ROOT / "configs" / "digits.yaml"), "--ckpt_path", str(evil)])
+    assert "should never run" not in capfd.readouterr().out
