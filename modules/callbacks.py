@@ -12,8 +12,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchinfo import summary
 
 
-class TorchinfoSummary(L.Callback):
-    """Prints the network's torchinfo summary (layers, parameters, MACs, memory) at the task's input size."""
+class RunSummary(L.Callback):
+    """What a person wants to read in the terminal: at fit start the network's torchinfo summary (layers,
+    parameters, MACs, memory) at the task's input size and the data facts (classes, images per split,
+    input size, where logs go); at the end the best checkpoint, its validation accuracy and what to run next."""
 
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
@@ -21,19 +23,30 @@ class TorchinfoSummary(L.Callback):
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         shape = pl_module.hparams.get("input_shape")
-        if shape is None:
-            return
-        report = summary(
-            pl_module.net,
-            input_size=(2, *shape),  # two images, so BatchNorm layers can run in training mode too
-            device=pl_module.device,
-            depth=self.depth,
-            mode="eval",
-            verbose=0,
-        )
-        print(report)
+        if shape is not None:
+            print(summary(pl_module.net, input_size=(2, *shape), device=pl_module.device, depth=self.depth, mode="eval", verbose=0))
+        data = trainer.datamodule
+        lines = [f"Classes ({len(pl_module.class_names)}): {', '.join(pl_module.class_names)}"]
+        for split in ("train_set", "val_set"):
+            if hasattr(data, split):
+                counts = torch.bincount(getattr(data, split).labels, minlength=len(pl_module.class_names)).tolist()
+                lines.append(f"{split[:-4]:>5}: {sum(counts)} images, per class {counts}")
+        lines.append(f"Input: {tuple(shape) if shape else '?'} (C, H, W) after transforms")
         if trainer.log_dir:
-            print(f"Logs and checkpoints: {trainer.log_dir}")
+            lines.append(f"Logs and checkpoints: {trainer.log_dir}  (watch: tensorboard --logdir {Path(trainer.log_dir).parent.parent})")
+        print("\n".join(lines))
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        best = trainer.checkpoint_callback
+        if best is None or not best.best_model_path:
+            return
+        score = f"{float(best.best_model_score):.4f}" if best.best_model_score is not None else "?"
+        print(
+            f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})\n"
+            f"Test it:   python cli.py test --config <this config> --ckpt_path best\n"
+            f"Resume it: python cli.py fit --config <this config> --ckpt_path last"
+        )
 
 
 class PredictionWriter(BasePredictionWriter):

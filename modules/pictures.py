@@ -1,0 +1,143 @@
+"""Pictures for TensorBoard: what the network is fed, where it confuses classes, what it gets wrong."""
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib
+from lightning.pytorch.loggers import TensorBoardLogger
+
+matplotlib.use("Agg")  # files only, no window
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
+
+
+def confusion_matrix_figure(counts: Tensor, class_names: list[str]) -> plt.Figure:
+    """Counts in the cells, colour by share of the true class (rows), class names on both axes."""
+    counts = counts.cpu().double()
+    share = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    n = len(class_names)
+    side = min(4 + 0.45 * n, 16)
+    figure, axes = plt.subplots(figsize=(side, side), dpi=100)
+    axes.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(n), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(n), class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    if n <= 30:
+        for row in range(n):
+            for col in range(n):
+                colour = "white" if share[row, col] > 0.5 else "black"
+                axes.text(col, row, int(counts[row, col]), ha="center", va="center", color=colour, fontsize=8)
+    axes.set_title(f"{int(counts.sum())} images: counts, coloured by share of the true class", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def image_grid_figure(images: Tensor, captions: list[str], columns: int = 8) -> plt.Figure:
+    """Images (N, C, H, W) in [0, 1], each with its caption above it."""
+    rows = max(1, math.ceil(len(images) / columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), dpi=100, squeeze=False)
+    for cell in grid.flat:
+        cell.axis("off")
+    for cell, image, caption in zip(grid.flat, images, captions):
+        picture = image.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+        cell.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
+        cell.set_title(caption, fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def undo_normalize(images: Tensor, transforms: nn.Module) -> Tensor:
+    """Reverse the ``Normalize`` in a DataModule's transforms, so a person recognises the images."""
+    for transform in transforms.modules():
+        if isinstance(transform, v2.Normalize):
+            mean = torch.tensor(transform.mean, device=images.device).view(1, -1, 1, 1)
+            std = torch.tensor(transform.std, device=images.device).view(1, -1, 1, 1)
+            images = images * std + mean
+    return images.clamp(0, 1)
+
+
+class TensorBoardPictures(L.Callback):
+    """Logs, under the run's TensorBoard folder and as PNG files beside it:
+
+    - ``inputs``: the first training batch after augmentation, de-normalised, once at fit start;
+    - ``confusion_matrix/val`` after every validation epoch, ``confusion_matrix/test`` after a test;
+    - ``misclassified/test``: the most confidently wrong test images, with true and predicted names;
+    - ``train/epoch_time_s`` and ``train/images_per_s`` every epoch;
+    - an HPARAMS entry (the run's hyperparameters with its best and final metrics) when fit or test ends.
+    """
+
+    def __init__(self, images: int = 32, misclassified: int = 24) -> None:
+        self.images, self.misclassified = images, misclassified
+        self._wrong: list[tuple[float, Tensor, int, int]] = []
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _log_figure(self, trainer: L.Trainer, tag: str, figure: plt.Figure) -> None:
+        """Into TensorBoard, and as a PNG in the run folder (also with the CSV logger); nothing on a dry run."""
+        if trainer.is_global_zero and trainer.log_dir and not trainer.fast_dev_run:
+            figure.savefig(Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png")
+            if isinstance(trainer.logger, TensorBoardLogger):
+                trainer.logger.experiment.add_figure(tag, figure, global_step=trainer.global_step)
+        plt.close(figure)
+
+    def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
+        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and not trainer.fast_dev_run:
+            trainer.logger.log_hyperparams({**trainer.datamodule.hparams, **pl_module.hparams}, metrics)
+
+    # ---- training ------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start, self._seen = time.perf_counter(), 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == 0 and batch_idx == 0 and not getattr(self, "_inputs_logged", False):
+            self._inputs_logged = True
+            images, labels = batch[0][: self.images], batch[1][: self.images]
+            shown = undo_normalize(images.float(), trainer.datamodule.transforms)
+            captions = [pl_module.class_names[i] for i in labels.tolist()]
+            self._log_figure(trainer, "inputs", image_grid_figure(shown, captions))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._seen += len(batch[1])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._epoch_start
+        pl_module.log("train/epoch_time_s", seconds, on_epoch=True)
+        pl_module.log("train/images_per_s", self._seen / seconds, on_epoch=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and pl_module.latest_confusion.get("val") is not None:
+            figure = confusion_matrix_figure(pl_module.latest_confusion["val"], pl_module.class_names)
+            self._log_figure(trainer, "confusion_matrix/val", figure)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        headline = ("train/loss", "train/acc", "val/loss", "val/acc")
+        metrics = {f"final/{k}": float(v) for k, v in trainer.callback_metrics.items() if k in headline}
+        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
+            metrics["best/val_acc"] = float(trainer.checkpoint_callback.best_model_score)
+        self._log_hparams(trainer, pl_module, metrics)
+
+    # ---- test ----------------------------------------------------------------------------------
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wrong = []
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        confidence, predicted = outputs["logits"].float().softmax(dim=1).max(dim=1)
+        for i in torch.nonzero(predicted != labels).flatten().tolist():
+            self._wrong.append((float(confidence[i]), images[i].detach().cpu(), int(labels[i]), int(predicted[i])))
+        self._wrong = sorted(self._wrong, key=lambda w: -w[0])[: self.misclassified]
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        names = pl_module.class_names
+        if pl_module.latest_confusion.get("test") is not None:
+            self._log_figure(trainer, "confusion_matrix/test", confusion_matrix_figure(pl_module.latest_confusion["test"], names))
+        if self._wrong:
+            images = undo_normalize(torch.stack([w[1] for w in self._wrong]).float(), trainer.datamodule.transforms)
+            captions = [f"{names[t]} → {names[p]}\n{c:.0%}" for c, _, t, p in self._wrong]
+            self._log_figure(trainer, "misclassified/test", image_grid_figure(images, captions))
+        self._log_hparams(trainer, pl_module, {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/loss", "test/acc")})

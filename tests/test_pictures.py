@@ -1,0 +1,77 @@
+"""What a run shows: TensorBoard scalars, pictures and hparams, read back with TensorBoard's own reader."""
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# Raised inside Lightning 2.6 itself, not by this project (see pyproject.toml's filterwarnings).
+LIGHTNING_INTERNAL = ("isinstance(treespec, LeafSpec)", "deprecated in v4.49.0")
+
+
+@pytest.fixture(autouse=True)
+def run_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+
+
+def events(folder: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def hparams_metrics(accumulator: EventAccumulator) -> list[str]:
+    content = accumulator.PluginTagToContent("hparams")["_hparams_/experiment"]
+    return [m.name.tag for m in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.metric_infos]
+
+
+def test_fit_and_test_write_scalars_pictures_and_hparams(mnist_dir):
+    common = ["--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.batch_size", "8"]
+    common += ["--trainer.accelerator", "cpu", "--trainer.log_every_n_steps", "1"]
+    fit = main(["fit", *common, "--trainer.max_epochs", "2"])
+    run = events(Path("lightning_logs/mnist/version_0"))
+    scalars = set(run.Tags()["scalars"])
+    per_class = {f"val/{metric}/{name}" for metric in ("precision", "recall", "f1") for name in fit.datamodule.class_names}
+    assert {"train/loss", "train/loss_step", "train/acc", "val/loss", "val/acc", "lr-Adam"} <= scalars
+    assert {"train/epoch_time_s", "train/images_per_s"} <= scalars and per_class <= scalars
+    assert {"inputs", "confusion_matrix/val"} <= set(run.Tags()["images"])
+    assert len(run.Images("confusion_matrix/val")) == 2  # one per validation epoch
+    inputs = run.Images("inputs")[0]
+    assert inputs.width >= 1000 and inputs.height >= 150  # one row of the 8 images of a batch, each readable
+    assert {"final/val/acc", "best/val_acc"} <= set(hparams_metrics(run))
+    assert fit.model.latest_confusion["val"].sum() == len(fit.datamodule.val_set)  # every validation image counted
+    assert Path("lightning_logs/mnist/version_0/confusion_matrix_val.png").is_file()
+
+    tested = main(["test", *common, "--ckpt_path", "best"])
+    test_run = events(Path(tested.trainer.log_dir))
+    assert {"confusion_matrix/test", "misclassified/test"} <= set(test_run.Tags()["images"])
+    assert tested.model.latest_confusion["test"].sum() == len(tested.datamodule.test_set)
+    assert {f"test/f1/{name}" for name in tested.datamodule.class_names} <= set(tested.trainer.callback_metrics)
+    assert {"test/acc", "test/loss"} <= set(hparams_metrics(test_run))
+
+
+def test_a_normal_fit_prints_no_warnings(mnist_dir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.batch_size", "8",
+              "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1"])
+    ours = [str(w.message) for w in caught if not any(text in str(w.message) for text in LIGHTNING_INTERNAL)]
+    assert ours == []
+
+
+def test_csv_logger_for_headless_use(mnist_dir):
+    main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.batch_size", "8",
+          "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
+          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+          "--trainer.logger.init_args.save_dir", "csv_logs", "--trainer.logger.init_args.name", "mnist"])
+    run = Path("csv_logs/mnist/version_0")
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/acc", "val/f1/3", "train/images_per_s"} <= set(header)
+    assert (run / "confusion_matrix_val.png").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
