@@ -2,6 +2,7 @@
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def undo_normalize(images: Tensor, transforms: nn.Module) -> Tensor:
 class TensorBoardPictures(L.Callback):
     """Logs, under the run's TensorBoard folder and as PNG files beside it:
 
-    - ``inputs``: the first training batch after augmentation, de-normalised, once at fit start;
+    - the network's graph, and ``inputs``: the first training batch after augmentation, de-normalised,
+      once at fit start;
     - ``confusion_matrix/val`` after every validation epoch, ``confusion_matrix/test`` after a test;
     - ``misclassified/test``: the most confidently wrong test images, with true and predicted names;
     - ``train/epoch_time_s`` and ``train/images_per_s`` every epoch;
@@ -90,6 +92,20 @@ class TensorBoardPictures(L.Callback):
             trainer.logger.log_hyperparams({**trainer.datamodule.hparams, **pl_module.hparams}, metrics)
 
     # ---- training ------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The network's graph for TensorBoard's GRAPHS tab: one trace of one blank input, cheap for these nets."""
+        shape = pl_module.hparams.get("input_shape")
+        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and shape and not trainer.fast_dev_run:
+            was_training = pl_module.net.training
+            try:
+                with warnings.catch_warnings():  # TensorBoard's only graph exporter is torch.jit.trace, deprecated in torch 2.10+
+                    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+                    trainer.logger.experiment.add_graph(pl_module.net.eval(), torch.zeros(1, *shape, device=pl_module.device))
+            except Exception as exc:  # some networks cannot be traced; the graph is a nicety, not worth a failed run
+                print(f"TensorBoard graph skipped: {type(pl_module.net).__name__} could not be traced ({exc}).")
+            finally:
+                pl_module.net.train(was_training)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start, self._seen = time.perf_counter(), 0
 

@@ -42,6 +42,7 @@ def test_fit_and_test_write_scalars_pictures_and_hparams(mnist_dir):
     assert {"train/loss", "train/loss_step", "train/acc", "val/loss", "val/acc", "lr-Adam"} <= scalars
     assert {"train/epoch_time_s", "train/images_per_s"} <= scalars and per_class <= scalars
     assert {"inputs", "confusion_matrix/val"} <= set(run.Tags()["images"])
+    assert run.Tags()["graph"] and "aten::_convolution" in {node.op for node in run.Graph().node}
     assert len(run.Images("confusion_matrix/val")) == 2  # one per validation epoch
     inputs = run.Images("inputs")[0]
     assert inputs.width >= 1000 and inputs.height >= 150  # one row of the 8 images of a batch, each readable
