@@ -168,3 +168,18 @@ def test_plateau_scheduler_without_validation_is_an_error_not_inert():
     trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(Exception, match="ReduceLROnPlateau conditioned on metric val/loss which is not available"):
         trainer.fit(model, datamodule=Digits())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--data.batch_sise", "8"], "batch_sise"),  # a typo: unknown key
+        (["--data.batch_size", "eight"], "batch_size"),  # wrong type
+    ],
+)
+def test_config_mistakes_are_named(arguments, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(CONFIGS / "digits.yaml"), *arguments])
+    assert done.value.code == 2
+    error = capsys.readouterr().err
+    assert "error:" in error and message in error

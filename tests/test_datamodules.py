@@ -149,3 +149,14 @@ def test_undecodable_image_is_named(cifar_folder_dir: Path):
 def test_val_split_must_be_a_fraction():
     with pytest.raises(DataError, match="val_split"):
         Digits(val_split=1.5)
+
+
+def test_out_of_range_idx_labels_are_refused(mnist_dir):
+    from tests.conftest import write_idx
+    import numpy as np
+
+    labels = np.full(40, 3, dtype=np.uint8)
+    labels[7] = 12
+    write_idx(mnist_dir / "MNIST" / "raw" / "train-labels-idx1-ubyte", labels)
+    with pytest.raises(DataError, match=r"mnist train data in .*labels span 3..12, expected 0..9"):
+        MNIST(data_dir=str(mnist_dir), download=False).setup("fit")

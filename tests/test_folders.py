@@ -207,3 +207,17 @@ def test_disk_cache_is_built_once_reused_and_rebuilt_on_change(mask_dir, tmp_pat
     with pytest.warns(UserWarning):
         resized.setup("fit")
     assert decoded == [1, 1] and resized.train_set.images.shape[1:] == (3, 16, 16)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    from PIL import Image as PILImage
+
+    from datamodules.image_folder import load_image
+
+    wide = PILImage.new("RGB", (40, 20), (200, 10, 10))
+    exif = wide.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90° to display upright
+    path = tmp_path / "phone.jpg"
+    wide.save(path, exif=exif)
+    decoded = load_image(path.read_bytes(), path, "RGB", size=None)
+    assert tuple(decoded.shape) == (3, 40, 20)  # stored 40 wide, 20 high; shown 20 wide, 40 high
