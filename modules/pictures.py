@@ -89,7 +89,8 @@ class TensorBoardPictures(L.Callback):
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
         if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and not trainer.fast_dev_run:
-            trainer.logger.log_hyperparams({**trainer.datamodule.hparams, **pl_module.hparams}, metrics)
+            params = {k: v for k, v in {**trainer.datamodule.hparams, **pl_module.hparams}.items() if not k.startswith("_")}
+            trainer.logger.log_hyperparams(params, metrics)  # without the CLI's internal _class_path, _instantiator
 
     # ---- training ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
