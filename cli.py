@@ -1,6 +1,7 @@
 """Train, validate, test and predict any task: ``python cli.py fit --config configs/<task>.yaml``."""
 
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class ClassifierCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.trainer.precision is None:
             config.trainer.precision = default_precision(config.trainer.accelerator)
+        if hasattr(config.trainer.logger, "init_args") and not config.trainer.get("fast_dev_run"):
+            check_writable(Path(config.trainer.logger.init_args.save_dir))
         if self.subcommand == "fit" and config.get("ckpt_path"):
             resume_in_place(config)
         net = config.model.init_args.net
@@ -57,6 +60,19 @@ class ClassifierCLI(LightningCLI):
                 f"{self.config[self.subcommand].ckpt_path} was trained on classes {self.trained_on}, but the data "
                 f"has classes {list(self.datamodule.class_names)}. Use a checkpoint of this task and data."
             )
+
+
+def check_writable(folder: Path) -> None:
+    """Logs and checkpoints go here: find out before training, not at the first checkpoint."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write logs and checkpoints to {folder}: {exc.strerror or exc}. "
+            "Choose a writable folder with --trainer.logger.init_args.save_dir PATH."
+        ) from exc
 
 
 def checkpoint_classes(path: str) -> list[str]:

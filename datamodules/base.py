@@ -6,13 +6,13 @@ after Lightning has moved it to the device (``on_after_batch_transfer``). No per
 """
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.errors import DataError, DataNotFoundError
 from datamodules.image_folder import list_images, read_images
@@ -86,6 +86,44 @@ def report_skipped(problems: list[str], where: Path) -> None:
     if problems:
         lines = "\n  ".join(problems)
         rank_zero_warn(f"Skipped {len(problems)} unreadable image file(s) in {where}:\n  {lines}")
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh permutation each epoch, drawn from ``seed + epoch``: the order depends on nothing but the
+    seed and the epoch, so a resumed run can replay the rest of an interrupted epoch exactly."""
+
+    def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
+        self.size, self.seed, self.epoch = size, seed, epoch
+        self.resume_at: tuple[int, int] | None = None  # (epoch, samples already trained in it)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        epoch = self.epoch()
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        start = self.resume_at[1] if self.resume_at and self.resume_at[0] == epoch else 0
+        self.resume_at = None
+        return iter(order[start:])
+
+
+class ResumableLoader(DataLoader):
+    """The training loader. Lightning stores its ``state_dict`` in every checkpoint and hands it back on a
+    resume, so a run stopped in the middle of an epoch goes on with exactly the batches it had not seen."""
+
+    def __init__(self, *args: Any, trained_batches: Callable[[], tuple[int, int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trained_batches = trained_batches  # (epoch, batches of it the trainer has finished)
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.trained_batches()
+        if done >= len(self):  # a checkpoint at the end of an epoch: the next one starts from its beginning
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "samples_done": done * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if isinstance(self.sampler, EpochSampler):  # under DDP Lightning swaps in its DistributedSampler
+            self.sampler.resume_at = (state["epoch"], state["samples_done"])
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -255,12 +293,32 @@ class ImageClassificationDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator",
+            pin_memory=self._pin_memory(),
             collate_fn=keep_batch,
         )
 
+    def _pin_memory(self) -> bool:
+        return self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        workers = self.hparams.num_workers
+        return ResumableLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            sampler=EpochSampler(len(self.train_set), self.hparams.seed, self._current_epoch),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self._pin_memory(),
+            collate_fn=keep_batch,
+            trained_batches=self._trained_batches,
+        )
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _trained_batches(self) -> tuple[int, int]:
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return self.trainer.current_epoch, progress.processed
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -107,6 +107,10 @@ class TensorBoardPictures(L.Callback):
             finally:
                 pl_module.net.train(was_training)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Also here: a run resumed in the middle of an epoch does not start that epoch again.
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start, self._seen = time.perf_counter(), 0
 

@@ -76,3 +76,13 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch, capfd)
     with pytest.raises(SystemExit, match="evil.ckpt: not a readable checkpoint \\(UnpicklingError"):
         main(["test", "--config", str(ROOT / "configs" / "digits.yaml"), "--ckpt_path", str(evil)])
     assert "should never run" not in capfd.readouterr().out
+
+
+def test_unwritable_log_folder_is_named_before_training(tmp_path, monkeypatch):
+    from cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit, match=r"cannot write logs and checkpoints to a_file/logs: Not a directory"):
+        main(["fit", "--config", str(ROOT / "configs" / "digits.yaml"), "--trainer.logger.init_args.save_dir", "a_file/logs"])
