@@ -128,7 +128,7 @@ class TensorBoardPictures(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._epoch_start
         pl_module.log("train/epoch_time_s", seconds, on_epoch=True)
-        pl_module.log("train/images_per_s", self._seen / seconds, on_epoch=True)
+        pl_module.log("train/images_per_s", self._seen / seconds, on_epoch=True, prog_bar=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and pl_module.latest_confusion.get("val") is not None:

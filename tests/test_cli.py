@@ -183,3 +183,10 @@ def test_config_mistakes_are_named(arguments, message, capsys):
     assert done.value.code == 2
     error = capsys.readouterr().err
     assert "error:" in error and message in error
+
+
+def test_checkpoint_of_another_task_names_both_class_lists(cifar_pickle_dir, mnist_dir):
+    cli("cifar10", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", data_dir=cifar_pickle_dir)
+    ckpt = "lightning_logs/cifar10/version_0/checkpoints/last.ckpt"
+    with pytest.raises(SystemExit, match=r"was trained on classes \['airplane', .*'truck'\], but the data has classes \['0', .*'9'\]"):
+        cli("mnist", "test", "--ckpt_path", ckpt, data_dir=mnist_dir)

@@ -221,3 +221,9 @@ def test_exif_rotation_is_applied(tmp_path):
     wide.save(path, exif=exif)
     decoded = load_image(path.read_bytes(), path, "RGB", size=None)
     assert tuple(decoded.shape) == (3, 40, 20)  # stored 40 wide, 20 high; shown 20 wide, 40 high
+
+
+def test_images_outside_class_folders_are_named(mask_dir):
+    save_image(mask_dir / "image" / "stray.jpg", 0)
+    with pytest.raises(DataError, match=r"1 images lie directly in the folder \(e.g. stray.jpg\) instead of in class folders"):
+        mask_module(mask_dir)
