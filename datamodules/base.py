@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -49,7 +50,8 @@ class InMemoryImages(Dataset):
 
 def grouped_split(labels: Tensor, keys: list[str], val_split: float, seed: int) -> tuple[Tensor, Tensor]:
     """A seeded train/validation split, stratified by class, that keeps images with the same key (identical
-    files) on one side. ``val_split`` below 1 is a fraction of each class; from 1 up, a number of images."""
+    files) on one side. ``val_split`` below 1 is a fraction of the images, from 1 up a number of them;
+    either way it is shared out over the classes in proportion to their sizes (``quotas``)."""
     groups: dict[str, list[int]] = {}
     for index, key in enumerate(keys):
         groups.setdefault(key, []).append(index)
@@ -285,33 +287,21 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise DataError(f"{where}: labels span {int(labels.min())}..{int(labels.max())}, expected 0..{self.num_classes - 1}.")
         return images, labels.long()
 
-    def _loader(self, dataset: InMemoryImages, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: InMemoryImages, loader: type[DataLoader] = DataLoader, **extra: Any) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(
+        return loader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=self._pin_memory(),
+            pin_memory=self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator),
             collate_fn=keep_batch,
+            **extra,
         )
-
-    def _pin_memory(self) -> bool:
-        return self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
 
     def train_dataloader(self) -> DataLoader:
-        workers = self.hparams.num_workers
-        return ResumableLoader(
-            self.train_set,
-            batch_size=self.hparams.batch_size,
-            sampler=EpochSampler(len(self.train_set), self.hparams.seed, self._current_epoch),
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self._pin_memory(),
-            collate_fn=keep_batch,
-            trained_batches=self._trained_batches,
-        )
+        sampler = EpochSampler(len(self.train_set), self.hparams.seed, self._current_epoch)
+        return self._loader(self.train_set, ResumableLoader, sampler=sampler, trained_batches=self._trained_batches)
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -321,13 +311,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self.trainer.current_epoch, progress.processed
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set if hasattr(self, "predict_set") else self.test_set, shuffle=False)
+        return self._loader(self.predict_set if hasattr(self, "predict_set") else self.test_set)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch

@@ -98,7 +98,7 @@ def read_images(
     """Decode ``paths`` into one uint8 tensor (``out``, e.g. a memory-mapped file, or a new one). Returns the
     filled part, the indices of the paths kept, their content hashes, and one line per unreadable file
     (skipped, or raised when ``on_bad_image`` is 'fail')."""
-    channels, height, width = image_shape
+    channels, height, _ = image_shape
     mode = {1: "L", 3: "RGB"}[channels]
     images = torch.empty((len(paths), *image_shape), dtype=torch.uint8) if out is None else out
     kept, hashes, problems = [], [], []
