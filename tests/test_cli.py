@@ -9,6 +9,7 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -62,6 +63,7 @@ def test_fit_validate_test_predict(task, request, capsys):
     assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= scalars  # what TensorBoard shows
     assert any(tag.startswith("lr-") for tag in scalars)  # the learning rate
     assert [e.step for e in events.Scalars("val/acc")] == [2, 5]  # one point per epoch
+    assert [e.step for e in events.Scalars("train/acc")] == [2, 5]
 
     validated = cli(task, "validate", "--ckpt_path", "best", data_dir=data_dir)
     assert 0 <= validated.trainer.callback_metrics["val/acc"] <= 1
@@ -76,6 +78,20 @@ def test_fit_validate_test_predict(task, request, capsys):
     assert len(rows) == len(predicted.datamodule.test_set) == (N_TEST if data_dir else 359)
     assert {row["predicted"] for row in rows} <= set(fit.datamodule.class_names)
     assert all(row["true"] in fit.datamodule.class_names and 0 < float(row["probability"]) <= 1 for row in rows)
+
+
+def test_epoch_metrics_are_whole_set_figures(mnist_dir):
+    """test/loss and test/acc are means over every image however the batches fall (20 images in 8 + 8 + 4)."""
+    cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
+    tested = cli("mnist", "test", "--ckpt_path", "last", data_dir=mnist_dir)
+    model, data = tested.model.eval(), tested.datamodule
+    with torch.no_grad():
+        batches = [data.on_after_batch_transfer(batch, 0) for batch in data.test_dataloader()]
+        logits, labels = torch.cat([model(images) for images, _ in batches]), torch.cat([labels for _, labels in batches])
+    assert [len(labels) for _, labels in batches] == [8, 8, 4]
+    metrics = tested.trainer.callback_metrics
+    assert metrics["test/acc"].item() == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert metrics["test/loss"].item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
 
 
 def test_resume_from_last_continues_where_it_stopped(capsys):
