@@ -7,23 +7,38 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib
+import numpy as np
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms import v2
+from torchvision.utils import make_grid
 
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from torchvision.transforms import v2  # noqa: E402
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure drawn off-screen (no pyplot, no window, nothing global to close)."""
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
 
 
-def confusion_matrix_figure(counts: Tensor, class_names: list[str]) -> plt.Figure:
+def render(figure: Figure) -> np.ndarray:
+    """The figure's pixels (H, W, 3) uint8, drawn once for both the PNG file and TensorBoard."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def confusion_matrix_figure(counts: Tensor, class_names: list[str]) -> Figure:
     """Counts in the cells, colour by share of the true class (rows), class names on both axes."""
     counts = counts.cpu().double()
     share = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
     n = len(class_names)
     side = min(4 + 0.45 * n, 16)
-    figure, axes = plt.subplots(figsize=(side, side), dpi=100)
+    figure = new_figure(side, side)
+    axes = figure.subplots()
     axes.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
     axes.set_xticks(range(n), class_names, rotation=45, ha="right")
     axes.set_yticks(range(n), class_names)
@@ -39,17 +54,32 @@ def confusion_matrix_figure(counts: Tensor, class_names: list[str]) -> plt.Figur
     return figure
 
 
-def image_grid_figure(images: Tensor, captions: list[str], columns: int = 8) -> plt.Figure:
-    """Images (N, C, H, W) in [0, 1], each with its caption above it."""
-    rows = max(1, math.ceil(len(images) / columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), dpi=100, squeeze=False)
-    for cell in grid.flat:
-        cell.axis("off")
-    for cell, image, caption in zip(grid.flat, images, captions):
-        picture = image.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
-        cell.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
-        cell.set_title(caption, fontsize=8)
-    figure.tight_layout()
+def image_grid_figure(images: Tensor, captions: list[str], columns: int = 8) -> Figure:
+    """Images (N, C, H, W) in [0, 1] as one mosaic, each with its caption above it.
+
+    One axes for the whole grid: a subplot per image made the figure take seconds to draw.
+    """
+    images = images.detach().float().cpu().clamp(0, 1)
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    n, _, height, width = images.shape
+    columns = min(columns, n)
+    rows = math.ceil(n / columns)
+    lines = max(caption.count("\n") + 1 for caption in captions)
+    band = math.ceil(width * (13 * lines + 6) / 150)  # room above each image for its caption: ~13 px a line at 8 pt
+    pad = max(2, width // 10)
+    tiles = torch.ones(n, 3, band + height, width)
+    tiles[:, :, band:] = images
+    mosaic = make_grid(tiles, nrow=columns, padding=pad, pad_value=1.0)
+    figure = new_figure(columns * 1.6, columns * 1.6 * mosaic.shape[1] / mosaic.shape[2])
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axes.axis("off")
+    for i, caption in enumerate(captions):
+        row, column = divmod(i, columns)
+        x = pad + column * (width + pad) + width / 2
+        y = pad + row * (band + height + pad) + band - 1
+        axes.text(x, y, caption, ha="center", va="bottom", fontsize=8)
     return figure
 
 
@@ -79,13 +109,13 @@ class TensorBoardPictures(L.Callback):
         self._wrong: list[tuple[float, Tensor, int, int]] = []
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _log_figure(self, trainer: L.Trainer, tag: str, figure: plt.Figure) -> None:
+    def _log_figure(self, trainer: L.Trainer, tag: str, figure: Figure) -> None:
         """Into TensorBoard, and as a PNG in the run folder (also with the CSV logger); nothing on a dry run."""
         if trainer.is_global_zero and trainer.log_dir and not trainer.fast_dev_run:
-            figure.savefig(Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png")
+            pixels = render(figure)
+            Image.fromarray(pixels).save(Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png")
             if isinstance(trainer.logger, TensorBoardLogger):
-                trainer.logger.experiment.add_figure(tag, figure, global_step=trainer.global_step)
-        plt.close(figure)
+                trainer.logger.experiment.add_image(tag, pixels, global_step=trainer.global_step, dataformats="HWC")
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
         if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and not trainer.fast_dev_run:
