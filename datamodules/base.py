@@ -56,18 +56,21 @@ def grouped_split(labels: Tensor, keys: list[str], val_split: float, seed: int) 
     for index, key in enumerate(keys):
         groups.setdefault(key, []).append(index)
     by_class: dict[int, list[list[int]]] = {}
+    label_of = labels.tolist()  # a Python list: indexing a tensor per image costs seconds on large sets
     for members in groups.values():
-        by_class.setdefault(int(labels[members[0]]), []).append(members)
+        by_class.setdefault(label_of[members[0]], []).append(members)
     fraction = val_split if val_split < 1 else val_split / len(labels)
     classes = sorted(by_class)
     quota = quotas([len(by_class[c]) for c in classes], fraction)
     generator = torch.Generator().manual_seed(seed)
-    is_val = torch.zeros(len(labels), dtype=torch.bool)
+    chosen: list[int] = []
     for label, n_val in zip(classes, quota):
         class_groups = by_class[label]
         order = torch.randperm(len(class_groups), generator=generator).tolist()
         for position in order[:n_val]:
-            is_val[class_groups[position]] = True
+            chosen.extend(class_groups[position])
+    is_val = torch.zeros(len(labels), dtype=torch.bool)
+    is_val[torch.tensor(chosen, dtype=torch.long)] = True
     return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
 
 
