@@ -29,6 +29,10 @@ class ClassifierCLI(LightningCLI):
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         # --predictions.output PATH, --predictions.kaggle_format: where and how `predict` writes its CSV.
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="fit only: test the best checkpoint at the end, in the same process and run folder",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -53,6 +57,15 @@ class ClassifierCLI(LightningCLI):
         data = config.data.init_args
         if self.trained_on is not None and "classes" in data and data.classes is None:
             data.classes = self.trained_on  # folder data without a training folder (predict) takes the checkpoint's
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        if not self.config.fit.test_after_fit or trainer.interrupted or trainer.fast_dev_run:
+            return
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            print("test_after_fit: no best checkpoint was saved (is validation off?); testing the final weights.")
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
     def after_instantiate_classes(self) -> None:
         if self.trained_on is not None and list(self.datamodule.class_names) != list(self.trained_on):

@@ -80,6 +80,16 @@ def test_fit_validate_test_predict(task, request, capsys):
     assert all(row["true"] in fit.datamodule.class_names and 0 < float(row["probability"]) <= 1 for row in rows)
 
 
+def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run():
+    common = ("--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
+    run = cli("digits", "fit", *common, "--test_after_fit", "true")
+    assert run.trainer.ckpt_path == run.trainer.checkpoint_callback.best_model_path != ""
+    assert "test/acc" in run.trainer.callback_metrics and run.model.latest_confusion["test"].sum() == 359
+    events = EventAccumulator("lightning_logs/digits/version_0")
+    events.Reload()
+    assert "test/acc" in events.Tags()["scalars"] and not Path("lightning_logs/digits/version_1").exists()
+
+
 def test_epoch_metrics_are_whole_set_figures(mnist_dir):
     """test/loss and test/acc are means over every image however the batches fall (20 images in 8 + 8 + 4)."""
     cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
