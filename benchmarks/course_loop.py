@@ -57,18 +57,21 @@ def main() -> None:
     history = []
     for epoch in range(args.epochs):
         model.train()
+        epoch_start = time.perf_counter()
         for images, targets in train_loader:
             loss = loss_fn(model(images), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        train_s = time.perf_counter() - epoch_start
         model.eval()
         correct = 0
         with torch.no_grad():
             for images, targets in test_loader:
                 correct += (model(images).argmax(1) == targets).sum().item()
         accuracy = correct / len(test_data)
-        history.append({"epoch": epoch + 1, "test_acc": accuracy, "elapsed_s": round(time.perf_counter() - start, 1)})
+        elapsed = time.perf_counter() - start
+        history.append({"epoch": epoch + 1, "test_acc": accuracy, "elapsed_s": round(elapsed, 2), "train_s": round(train_s, 2)})
         print(json.dumps(history[-1]), flush=True)
     best = max(history, key=lambda h: h["test_acc"])
     print(json.dumps({"task": args.task, "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
