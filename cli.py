@@ -14,6 +14,7 @@ from modules import ClassifierModule
 from modules.callbacks import PredictionWriter
 from modules.checkpoint_io import CheckpointWriteError
 from modules.classifier import ConfigError
+from modules.pictures import TensorBoardPictures
 from modules.nets import WeightsUnavailableError
 
 CKPT_ALIASES = ("last", "best")
@@ -57,6 +58,12 @@ class ClassifierCLI(LightningCLI):
         data = config.data.init_args
         if self.trained_on is not None and "classes" in data and data.classes is None:
             data.classes = self.trained_on  # folder data without a training folder (predict) takes the checkpoint's
+
+    def before_fit(self) -> None:
+        if self.config.fit.test_after_fit:
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, TensorBoardPictures):
+                    callback.test_follows_fit = True
 
     def after_fit(self) -> None:
         trainer = self.trainer

@@ -106,6 +106,9 @@ class TensorBoardPictures(L.Callback):
 
     def __init__(self, images: int = 32, misclassified: int = 24) -> None:
         self.images, self.misclassified = images, misclassified
+        # Set by cli.py's --test_after_fit: the run's one HPARAMS entry then waits for the test's metrics
+        # (TensorBoard keeps the first entry a run writes).
+        self.test_follows_fit = False
         self._wrong: list[tuple[float, Tensor, int, int]] = []
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -170,7 +173,9 @@ class TensorBoardPictures(L.Callback):
         metrics = {f"final/{k}": float(v) for k, v in trainer.callback_metrics.items() if k in headline}
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
             metrics["best/val_acc"] = float(trainer.checkpoint_callback.best_model_score)
-        self._log_hparams(trainer, pl_module, metrics)
+        self._fit_metrics = metrics
+        if not self.test_follows_fit:
+            self._log_hparams(trainer, pl_module, metrics)
 
     # ---- test ----------------------------------------------------------------------------------
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -191,4 +196,5 @@ class TensorBoardPictures(L.Callback):
             images = undo_normalize(torch.stack([w[1] for w in self._wrong]).float(), trainer.datamodule.transforms)
             captions = [f"{names[t]} → {names[p]}\n{c:.0%}" for c, _, t, p in self._wrong]
             self._log_figure(trainer, "misclassified/test", image_grid_figure(images, captions))
-        self._log_hparams(trainer, pl_module, {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/loss", "test/acc")})
+        tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/loss", "test/acc")}
+        self._log_hparams(trainer, pl_module, {**getattr(self, "_fit_metrics", {}), **tested})

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cli import main
 from datamodules import Digits
@@ -87,6 +88,9 @@ def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run():
     events = EventAccumulator("lightning_logs/digits/version_0")
     events.Reload()
     assert "test/acc" in events.Tags()["scalars"] and not Path("lightning_logs/digits/version_1").exists()
+    hparams = events.PluginTagToContent("hparams")["_hparams_/experiment"]  # the run's one HPARAMS entry: fit and test
+    columns = {m.name.tag for m in plugin_data_pb2.HParamsPluginData.FromString(hparams).experiment.metric_infos}
+    assert {"best/val_acc", "final/val/acc", "test/acc"} <= columns
 
 
 def test_epoch_metrics_are_whole_set_figures(mnist_dir):
