@@ -6,8 +6,9 @@
     test accuracy after every epoch), with the network, epochs and seed of ``configs/mnist.yaml``.
 (b) ``cli.py fit --config configs/mnist.yaml --test_after_fit true``: training, validation, checkpoints,
     TensorBoard pictures and the test of the best checkpoint, in one process.
-Each runs in its own process, timed from process start. Printed for both: wall time, time to its own best
-test accuracy, training images per second, peak memory and test accuracy, with the ratio b/a. Peak memory
+Each runs in its own process, timed from process start: to the moment its best test accuracy is printed
+(for (a) its best epoch's, for (b) the final test's), and to its exit. Printed for both: those times,
+training images per second, peak memory and test accuracy, with the ratio b/a. Peak memory
 is the max RSS, and that minus "runtime + model": a child process that imports the same libraries and
 trains the same network on one synthetic batch, without any dataset.
 
@@ -33,17 +34,22 @@ ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 
 
-def run(command: list[str], log: Path) -> tuple[float, float, str]:
-    """Run ``command``; return its wall seconds, its peak RSS in MiB, and its output."""
+def run(command: list[str], log: Path) -> tuple[float, float, list[tuple[float, str]]]:
+    """Run ``command``; return its wall seconds, its peak RSS in MiB, and its output lines, each with the
+    seconds from process start at which it was printed (unbuffered), so a result is timed when it appears."""
     start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    lines = []
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        for line in process.stdout:
+            lines.append((time.perf_counter() - start, line.rstrip("\n")))
+            out.write(line)
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    output = log.read_text()
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command)} failed; see {log}:\n{output[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, output
+        sys.exit(f"{' '.join(command)} failed; see {log}:\n" + "\n".join(text for _, text in lines[-30:]))
+    return wall, usage.ru_maxrss / 1024, lines
 
 
 def mnist_recipe() -> dict:
@@ -177,11 +183,11 @@ def main() -> None:
     print(f"(a) course loop, {epochs} epochs ...", flush=True)
     command = [python, "benchmarks/course_loop.py", "--task", "mnist", "--data-dir", args.data_dir, "--epochs", str(epochs), "--seed", str(recipe["seed"])]
     wall_a, mem_a, out = run(command, logs / "course_loop.log")
-    history = [json.loads(line) for line in out.strip().splitlines() if line.startswith('{"epoch"')]
+    history = [{**json.loads(line), "printed_s": at} for at, line in out if line.startswith('{"epoch"')]
     best = max(history, key=lambda h: h["test_acc"])
     a = {
         "wall_s": wall_a,
-        "to_best_s": wall_a - (history[-1]["elapsed_s"] - best["elapsed_s"]),  # process start to the end of its best epoch
+        "to_best_s": best["printed_s"],  # process start to its best epoch's test accuracy on the screen
         "img_per_s": 60_000 * len(history) / sum(h["train_s"] for h in history),
         "peak_mib": mem_a, "above_mib": mem_a - base_a, "test_acc": best["test_acc"],
     }
@@ -191,9 +197,10 @@ def main() -> None:
     command = [python, "cli.py", "fit", "--config", "configs/mnist.yaml", "--data.data_dir", args.data_dir,
                "--trainer.logger.init_args.save_dir", str(save_dir), "--test_after_fit", "true"]
     wall_b, mem_b, out = run(command, logs / "cli.log")
-    run_dir = Path(re.search(r"Logs and checkpoints: (\S+)", out).group(1))
-    acc = float(re.search(r"test/acc\s+([\d.]+)", out).group(1))
-    b = {"wall_s": wall_b, "to_best_s": wall_b, "img_per_s": images_per_second(ROOT / run_dir if not run_dir.is_absolute() else run_dir),
+    tested_at, table = next((at, line) for at, line in out if re.search(r"test/acc\s+[\d.]+", line))
+    run_dir = Path(re.search(r"Logs and checkpoints: (\S+)", "\n".join(line for _, line in out)).group(1))
+    acc = float(re.search(r"test/acc\s+([\d.]+)", table).group(1))
+    b = {"wall_s": wall_b, "to_best_s": tested_at, "img_per_s": images_per_second(ROOT / run_dir if not run_dir.is_absolute() else run_dir),
          "peak_mib": mem_b, "above_mib": mem_b - base_b, "test_acc": acc}
 
     print("(c) Lightning's overhead: 3 epochs, Lightning and a hand loop interleaved step by step ...", flush=True)
@@ -202,8 +209,8 @@ def main() -> None:
     print(f"\nMNIST, SmallCNN {recipe['channels']}, batch {recipe['batch_size']}, {epochs} epochs, seed {recipe['seed']}, {os.cpu_count()} CPU cores")
     print(f"{'':36}{'(a) course loop':>16}{'(b) cli.py':>12}{'b/a':>7}")
     rows = [
-        ("wall time, start to final test (s)", "wall_s", "{:.1f}"),
-        ("time to its best test accuracy (s)", "to_best_s", "{:.1f}"),
+        ("start to its best test accuracy (s)", "to_best_s", "{:.1f}"),
+        ("wall time, start to exit (s)", "wall_s", "{:.1f}"),
         ("training images / s", "img_per_s", "{:.0f}"),
         ("peak memory, max RSS (MiB)", "peak_mib", "{:.0f}"),
         ("  above runtime + model (MiB)", "above_mib", "{:.0f}"),
