@@ -14,7 +14,6 @@ from modules import ClassifierModule
 from modules.callbacks import PredictionWriter
 from modules.checkpoint_io import CheckpointWriteError
 from modules.classifier import ConfigError
-from modules.pictures import TensorBoardPictures
 from modules.nets import WeightsUnavailableError
 
 CKPT_ALIASES = ("last", "best")
@@ -62,7 +61,7 @@ class ClassifierCLI(LightningCLI):
     def before_fit(self) -> None:
         if self.config.fit.test_after_fit:
             for callback in self.trainer.callbacks:
-                if isinstance(callback, TensorBoardPictures):
+                if hasattr(callback, "test_follows_fit"):  # RunSummary, TensorBoardPictures
                     callback.test_follows_fit = True
 
     def after_fit(self) -> None:

@@ -19,6 +19,7 @@ class RunSummary(L.Callback):
 
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
+        self.test_follows_fit = False  # set by cli.py's --test_after_fit
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -42,9 +43,10 @@ class RunSummary(L.Callback):
         if best is None or not best.best_model_path:
             return
         score = f"{float(best.best_model_score):.4f}" if best.best_model_score is not None else "?"
+        test = "testing it now (--test_after_fit)" if self.test_follows_fit else "python cli.py test --config <this config> --ckpt_path best"
         print(
             f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})\n"
-            f"Test it:   python cli.py test --config <this config> --ckpt_path best\n"
+            f"Test it:   {test}\n"
             f"Resume it: python cli.py fit --config <this config> --ckpt_path last"
         )
 

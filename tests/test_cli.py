@@ -80,9 +80,10 @@ def test_fit_validate_test_predict(task, request, capsys):
     assert all(row["true"] in fit.datamodule.class_names and 0 < float(row["probability"]) <= 1 for row in rows)
 
 
-def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run():
+def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
     common = ("--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
     run = cli("digits", "fit", *common, "--test_after_fit", "true")
+    assert "Test it:   testing it now (--test_after_fit)" in capsys.readouterr().out
     assert run.trainer.ckpt_path == run.trainer.checkpoint_callback.best_model_path != ""
     assert "test/acc" in run.trainer.callback_metrics and run.model.latest_confusion["test"].sum() == 359
     events = EventAccumulator("lightning_logs/digits/version_0")
