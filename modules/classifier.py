@@ -8,20 +8,19 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 class ConfigError(ValueError):
     """The model settings cannot work together; the message says which to change."""
+
+
+def share(part: Tensor, whole: Tensor) -> Tensor:
+    """``part / whole``, 0 where ``whole`` is 0 (torchmetrics' convention for a class never seen)."""
+    return torch.where(whole > 0, part / whole.clamp(min=1), torch.zeros_like(part))
 
 
 class ClassifierModule(L.LightningModule):
@@ -60,9 +59,7 @@ class ClassifierModule(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric())
             setattr(self, f"{stage}_acc", MulticlassAccuracy(n, average="micro"))
         self._logged_stages: set[str] = set()  # stages whose epoch metrics Lightning already holds this epoch
-        for stage in ("val", "test"):  # per-class figures and the confusion matrix, where it is worth looking
-            per_class = {"precision": MulticlassPrecision(n, average=None), "recall": MulticlassRecall(n, average=None)}
-            setattr(self, f"{stage}_per_class", MetricCollection({**per_class, "f1": MulticlassF1Score(n, average=None)}))
+        for stage in ("val", "test"):  # the confusion matrix, and the per-class figures read from it
             setattr(self, f"{stage}_confusion", MulticlassConfusionMatrix(n))
         self.latest_confusion: dict[str, Tensor] = {}  # the last computed matrix per stage, for the pictures
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -93,7 +90,6 @@ class ClassifierModule(L.LightningModule):
         mean_loss.update(loss.detach(), weight=labels.numel())
         accuracy.update(logits, labels)
         if stage != "train":
-            getattr(self, f"{stage}_per_class").update(logits, labels)
             getattr(self, f"{stage}_confusion").update(logits, labels)
         if stage not in self._logged_stages:
             # The metric objects are handed to Lightning once per epoch, which computes and resets them at the
@@ -131,14 +127,17 @@ class ClassifierModule(L.LightningModule):
         self._per_class_epoch_end("test")
 
     def _per_class_epoch_end(self, stage: str) -> None:
-        """``<stage>/precision/<class>``, ``recall``, ``f1`` as scalars; the confusion matrix kept for pictures."""
-        per_class, confusion = getattr(self, f"{stage}_per_class"), getattr(self, f"{stage}_confusion")
-        for metric, values in per_class.compute().items():  # torchmetrics has synchronised them across processes
+        """``<stage>/precision/<class>``, ``recall``, ``f1`` as scalars, read from the confusion matrix (which
+        torchmetrics has synchronised across processes); the matrix is kept for the pictures."""
+        confusion = getattr(self, f"{stage}_confusion")
+        self.latest_confusion[stage] = confusion.compute()
+        confusion.reset()
+        counts = self.latest_confusion[stage].float()
+        hits, predicted, true = counts.diag(), counts.sum(dim=0), counts.sum(dim=1)
+        per_class = {"precision": share(hits, predicted), "recall": share(hits, true), "f1": share(2 * hits, predicted + true)}
+        for metric, values in per_class.items():
             for name, value in zip(self.class_names, values):
                 self.log(f"{stage}/{metric}/{name}", value)
-        self.latest_confusion[stage] = confusion.compute()
-        per_class.reset()
-        confusion.reset()
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         probabilities = self(batch[0]).float().softmax(dim=1)

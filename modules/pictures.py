@@ -109,6 +109,8 @@ class TensorBoardPictures(L.Callback):
         # Set by cli.py's --test_after_fit: the run's one HPARAMS entry then waits for the test's metrics
         # (TensorBoard keeps the first entry a run writes).
         self.test_follows_fit = False
+        self._inputs_logged = False
+        self._fit_metrics: dict[str, float] = {}
         self._wrong: list[tuple[float, Tensor, int, int]] = []
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -148,7 +150,7 @@ class TensorBoardPictures(L.Callback):
         self._epoch_start, self._seen = time.perf_counter(), 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == 0 and batch_idx == 0 and not getattr(self, "_inputs_logged", False):
+        if trainer.global_step == 0 and batch_idx == 0 and not self._inputs_logged:
             self._inputs_logged = True
             images, labels = batch[0][: self.images], batch[1][: self.images]
             shown = undo_normalize(images.float(), trainer.datamodule.transforms)
@@ -184,7 +186,9 @@ class TensorBoardPictures(L.Callback):
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, labels = batch
         confidence, predicted = outputs["logits"].float().softmax(dim=1).max(dim=1)
-        for i in torch.nonzero(predicted != labels).flatten().tolist():
+        wrong = torch.nonzero(predicted != labels).flatten()
+        wrong = wrong[confidence[wrong].argsort(descending=True)[: self.misclassified]]  # only this batch's candidates
+        for i in wrong.tolist():
             self._wrong.append((float(confidence[i]), images[i].detach().cpu(), int(labels[i]), int(predicted[i])))
         self._wrong = sorted(self._wrong, key=lambda w: -w[0])[: self.misclassified]
 
@@ -197,4 +201,4 @@ class TensorBoardPictures(L.Callback):
             captions = [f"{names[t]} → {names[p]}\n{c:.0%}" for c, _, t, p in self._wrong]
             self._log_figure(trainer, "misclassified/test", image_grid_figure(images, captions))
         tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/loss", "test/acc")}
-        self._log_hparams(trainer, pl_module, {**getattr(self, "_fit_metrics", {}), **tested})
+        self._log_hparams(trainer, pl_module, {**self._fit_metrics, **tested})
