@@ -1,11 +1,13 @@
 """Train, validate, test and predict any task: ``python cli.py fit --config configs/<task>.yaml``."""
 
+import importlib
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules import ImageClassificationDataModule
@@ -47,6 +49,9 @@ class ClassifierCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.trainer.precision is None:
             config.trainer.precision = default_precision(config.trainer.accelerator)
+        if config.trainer.get("enable_progress_bar") is False and config.trainer.get("callbacks"):
+            # The configs name their progress bar (for its refresh rate); the trainer's switch turns that one off too.
+            config.trainer.callbacks = [c for c in config.trainer.callbacks if not is_progress_bar(c)]
         if hasattr(config.trainer.logger, "init_args") and not config.trainer.get("fast_dev_run"):
             check_writable(Path(config.trainer.logger.init_args.save_dir))
         if self.subcommand == "fit" and config.get("ckpt_path"):
@@ -79,6 +84,14 @@ class ClassifierCLI(LightningCLI):
                 f"{self.config[self.subcommand].ckpt_path} was trained on classes {self.trained_on}, but the data "
                 f"has classes {list(self.datamodule.class_names)}. Use a checkpoint of this task and data."
             )
+
+
+def is_progress_bar(callback) -> bool:
+    """Whether a configured callback (``class_path`` and ``init_args``, or an object) is a progress bar."""
+    if not hasattr(callback, "class_path"):
+        return isinstance(callback, ProgressBar)
+    module, _, name = callback.class_path.rpartition(".")
+    return issubclass(getattr(importlib.import_module(module), name), ProgressBar)
 
 
 def check_writable(folder: Path) -> None:

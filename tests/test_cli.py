@@ -94,6 +94,14 @@ def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
     assert {"best/val_acc", "final/val/acc", "test/acc"} <= columns
 
 
+def test_progress_bar_follows_the_config_and_the_trainer_switch():
+    """The configs set the bar's refresh rate; ``--trainer.enable_progress_bar false`` still turns it off."""
+    shown = cli("digits", "fit", "--trainer.fast_dev_run", "true")
+    assert shown.trainer.progress_bar_callback.refresh_rate == 10
+    hidden = cli("digits", "fit", "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false")
+    assert hidden.trainer.progress_bar_callback is None and hidden.trainer.state.finished
+
+
 def test_epoch_metrics_are_whole_set_figures(mnist_dir):
     """test/loss and test/acc are means over every image however the batches fall (20 images in 8 + 8 + 4)."""
     cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
