@@ -164,9 +164,10 @@ def find_checkpoint(task_runs: Path, alias: str) -> Path:
     )
 
 
-def main(args: list[str] | None = None) -> ClassifierCLI:
+def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = ClassifierCLI) -> ClassifierCLI:
+    """``cli_class``: a subclass, for tools that add to a run (benchmarks/compare.py adds a callback)."""
     try:
-        return ClassifierCLI(
+        return cli_class(
             ClassifierModule,
             ImageClassificationDataModule,
             subclass_mode_model=True,

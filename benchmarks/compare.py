@@ -13,9 +13,12 @@ is the max RSS, and that minus "runtime + model": a child process that imports t
 trains the same network on one synthetic batch, without any dataset.
 
 (c) Lightning's overhead: the same network, optimizer, batches, device-side transforms and per-step metric
-updates, trained by ``Trainer.fit`` and by a hand-written loop that takes one step after each of
-Lightning's (a callback), so both meet the same moments of a noisy machine. Lightning's epoch time is its
-training loop (Lightning's ``Timer``) minus the hand loop's steps inside it.
+updates, trained by a bare ``Trainer.fit`` and by a hand-written loop that takes one step after each of
+Lightning's (a callback), so both meet the same moments of a noisy machine. Lightning's step is the time
+between two of its ``on_train_batch_start`` hooks less the hand step inside.
+(d) The same, with Lightning's trainer and model exactly as configs/mnist.yaml builds them (checkpoints,
+logger, progress bar, pictures, gradient clipping, the OneCycle schedule): what a real run pays per step
+for those features on top of (c).
 """
 
 import argparse
@@ -25,8 +28,11 @@ import re
 import subprocess
 import sys
 import time
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from functools import partial
 from pathlib import Path
+from statistics import median
 
 import yaml
 
@@ -62,13 +68,17 @@ def mnist_recipe() -> dict:
     }
 
 
-def overhead(data_dir: str, recipe: dict, epochs: int = 3) -> dict:
-    """Seconds of training by Lightning and by hand, interleaved step by step, and the hand loop's loading time."""
+def overhead(data_dir: str, recipe: dict, logs: Path, as_configured: bool, epochs: int = 3) -> dict:
+    """Training steps by Lightning and by hand, interleaved: the hand loop takes one step after each of
+    Lightning's (a callback), so both meet the same moments of a noisy machine. Lightning's step is the time
+    from one ``on_train_batch_start`` to the next, less the hand step inside it (each epoch's last step, which
+    also holds the epoch's end, is left out on both sides). ``as_configured``: Lightning's trainer and model
+    exactly as configs/mnist.yaml builds them through cli.py, instead of a bare ``Trainer``."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import Timer
     from torchvision.transforms import v2
 
+    import cli
     from datamodules import MNIST
     from modules import ClassifierModule
     from modules.nets import SmallCNN
@@ -82,20 +92,24 @@ def overhead(data_dir: str, recipe: dict, epochs: int = 3) -> dict:
         return data, model
 
     class HandLoop(L.Callback):
-        """The plain loop: one step of its own model after each of Lightning's steps. Keeps, per epoch, the
-        epoch's wall time and the hand loop's share of it."""
+        """The plain loop, one step after each of Lightning's; keeps (epoch, Lightning's seconds, its own) per step."""
 
         def __init__(self) -> None:
             self.data, self.model = parts()
             self.optimizer = self.model.configure_optimizers()
-            self.seconds = self.loading = 0.0
-            self.epochs: list[tuple[float, float]] = []  # (wall seconds of the epoch, hand-loop seconds in it)
+            self.loading = 0.0
+            self.steps: list[tuple[int, float, float]] = []
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
-            self.epoch_start, self.epoch_hand = time.perf_counter(), self.seconds
             self.model.train()
             self.batches = iter(self.data.train_dataloader())
-            self.seconds += time.perf_counter() - self.epoch_start
+            self.mark = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            now = time.perf_counter()
+            if self.mark is not None:
+                self.steps.append((trainer.current_epoch, now - self.mark - self.hand_s, self.hand_s))
+            self.mark = now
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             start = time.perf_counter()
@@ -108,26 +122,47 @@ def overhead(data_dir: str, recipe: dict, epochs: int = 3) -> dict:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            self.seconds += time.perf_counter() - start
+            self.hand_s = time.perf_counter() - start
 
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            self.epochs.append((time.perf_counter() - self.epoch_start, self.seconds - self.epoch_hand))
+    hand = HandLoop()
+    if as_configured:
+        class WithHandLoop(cli.ClassifierCLI):
+            def before_fit(self) -> None:
+                super().before_fit()
+                self.trainer.callbacks.append(hand)
 
-    data, model = parts()
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "configured_run.log", "w") as out, redirect_stdout(out), redirect_stderr(out), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # main(args) from Python is the point here
+            cli.main(["fit", "--config", str(ROOT / "configs" / "mnist.yaml"), "--data.data_dir", data_dir,
+                      "--trainer.max_epochs", str(epochs), "--trainer.logger.init_args.save_dir", str(logs)], WithHandLoop)
+    else:
+        data, model = parts()
+        trainer = L.Trainer(
+            max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, callbacks=[hand],
+        )
+        trainer.fit(model, datamodule=data)
+    per_epoch = [[(light, own) for e, light, own in hand.steps if e == epoch] for epoch in range(epochs)]
+    return {
+        "per_epoch": [(sum(s[0] for s in steps), sum(s[1] for s in steps), len(steps)) for steps in per_epoch],
+        "median_ms": [(1000 * median(s[0] for s in steps), 1000 * median(s[1] for s in steps)) for steps in per_epoch],
+        "loading_s": hand.loading, "hand_s": sum(s[2] for s in hand.steps),
+    }
+
+
+def held_mib(data_dir: str, recipe: dict) -> float:
+    """Every tensor the MNIST DataModule holds for train, validation and test, each shared storage counted once."""
+    from datamodules import MNIST
+
+    data = MNIST(data_dir=data_dir, batch_size=recipe["batch_size"], download=False)
+    data.setup("fit")
     data.setup("test")
-    storages = {}  # every tensor the DataModule holds, each shared storage counted once
+    storages = {}
     for split in (data.train_set, data.val_set, data.test_set):
         for tensor in (split.all_images, split.all_labels, split.index):
             storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-    timer, hand = Timer(), HandLoop()
-    trainer = L.Trainer(
-        max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, callbacks=[timer, hand],
-    )
-    trainer.fit(model, datamodule=data)
-    both = timer.time_elapsed("train")
-    return {"lightning_s": both - hand.seconds, "plain_s": hand.seconds, "loading_s": hand.loading, "epochs": epochs,
-            "per_epoch": [(wall - hand_s, hand_s) for wall, hand_s in hand.epochs], "held_mib": sum(storages.values()) / MIB}
+    return sum(storages.values()) / MIB
 
 
 def model_only(side: str, recipe: dict) -> None:
@@ -203,9 +238,10 @@ def main() -> None:
     b = {"wall_s": wall_b, "to_best_s": tested_at, "img_per_s": images_per_second(ROOT / run_dir if not run_dir.is_absolute() else run_dir),
          "peak_mib": mem_b, "above_mib": mem_b - base_b, "test_acc": acc}
 
-    print("(c) Lightning's overhead: 3 epochs, Lightning and a hand loop interleaved step by step ...", flush=True)
-    c = overhead(args.data_dir, recipe)
-
+    print("(c) Lightning's overhead: 3 epochs of a bare Trainer, a hand loop taking a step after each of its steps ...", flush=True)
+    c = overhead(args.data_dir, recipe, logs / "overhead_runs", as_configured=False)
+    print(f"(d) the same with the trainer and model as configs/mnist.yaml builds them (its output: {logs / 'overhead_runs'}) ...", flush=True)
+    d = overhead(args.data_dir, recipe, logs / "overhead_runs", as_configured=True)
     print(f"\nMNIST, SmallCNN {recipe['channels']}, batch {recipe['batch_size']}, {epochs} epochs, seed {recipe['seed']}, {os.cpu_count()} CPU cores")
     print(f"{'':36}{'(a) course loop':>16}{'(b) cli.py':>12}{'b/a':>7}")
     rows = [
@@ -222,18 +258,21 @@ def main() -> None:
     print(f"runtime + model (libraries, network, optimizer, one batch's activations; no data): (a) {base_a:.0f} MiB, "
           f"(b) {base_b:.0f} MiB. Budget above it: 2 x the uint8 dataset ({data_mib:.0f} MiB) = {2 * data_mib:.0f} MiB")
 
-    print(f"\nLightning's overhead, same steps interleaved, {c['epochs']} epochs:")
-    for epoch, (lightning_s, plain_s) in enumerate(c["per_epoch"], 1):
-        note = "  (includes one-off set-up in both)" if epoch == 1 else ""
-        print(f"  epoch {epoch}: Lightning {lightning_s:.2f} s, hand loop {plain_s:.2f} s: {100 * (lightning_s / plain_s - 1):+.1f}%{note}")
-    share = c["lightning_s"] / c["plain_s"] - 1
-    print(f"  whole training loop (Lightning's Timer, from train start to end): Lightning {c['lightning_s']:.2f} s, "
-          f"hand loop {c['plain_s']:.2f} s: {100 * share:+.1f}%")
+    for label, o in (("(c) Lightning's overhead: a bare Trainer", c),
+                     ("(d) the run as configured: checkpoints, logger, progress bar, pictures, clipping, schedule", d)):
+        print(f"\n{label}; training steps, Lightning's against the hand loop's interleaved with them:")
+        for epoch, ((light, own, steps), (light_ms, own_ms)) in enumerate(zip(o["per_epoch"], o["median_ms"]), 1):
+            note = "  (holds one-off set-up)" if epoch == 1 else ""
+            print(f"  epoch {epoch}, {steps} steps: Lightning {light:.2f} s, hand loop {own:.2f} s: {100 * (light / own - 1):+.1f}%; "
+                  f"median step {light_ms:.2f} ms vs {own_ms:.2f} ms{note}")
+        later = o["per_epoch"][1:]
+        light, own = sum(e[0] for e in later), sum(e[1] for e in later)
+        print(f"  epochs 2-{len(o['per_epoch'])}: {100 * (light / own - 1):+.1f}% ({1000 * (light - own) / sum(e[2] for e in later):+.2f} ms a step)")
     print(f"Data loading (index the uint8 tensor, to float, transforms): {c['loading_s']:.2f} s of the hand loop's "
-          f"{c['plain_s']:.2f} s = {100 * c['loading_s'] / c['plain_s']:.1f}%")
-    print(f"Data held by the DataModule (train, validation and test, every storage once): {c['held_mib']:.1f} MiB "
-          f"= {c['held_mib'] / data_mib:.2f} x the uint8 dataset")
-
+          f"{c['hand_s']:.2f} s = {100 * c['loading_s'] / c['hand_s']:.1f}%")
+    held = held_mib(args.data_dir, recipe)
+    print(f"Data held by the DataModule (train, validation and test, every storage once): {held:.1f} MiB "
+          f"= {held / data_mib:.2f} x the uint8 dataset")
 
 if __name__ == "__main__":
     main()
