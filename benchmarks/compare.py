@@ -135,7 +135,8 @@ def overhead(data_dir: str, recipe: dict, logs: Path, as_configured: bool, epoch
         with open(logs / "configured_run.log", "w") as out, redirect_stdout(out), redirect_stderr(out), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # main(args) from Python is the point here
             cli.main(["fit", "--config", str(ROOT / "configs" / "mnist.yaml"), "--data.data_dir", data_dir,
-                      "--trainer.max_epochs", str(epochs), "--trainer.logger.init_args.save_dir", str(logs)], WithHandLoop)
+                      "--data.batch_size", str(recipe["batch_size"]), "--trainer.max_epochs", str(epochs),
+                      "--trainer.logger.init_args.save_dir", str(logs)], WithHandLoop)
     else:
         data, model = parts()
         trainer = L.Trainer(

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 
-from torchvision.transforms import v2
+import kornia.augmentation as K
 
 from datamodules import CatsDogs
 
@@ -20,13 +20,14 @@ def one_run(data_dir: str, cache_dir: str, image_size: int) -> tuple[float, floa
     start = time.perf_counter()
     data = CatsDogs(
         data_dir=data_dir, val_dir="validation", image_size=image_size, cache_dir=cache_dir, batch_size=64,
-        augment=[v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True), v2.RandomHorizontalFlip()],
+        augment=[K.RandomResizedCrop((image_size, image_size), scale=(0.5, 1.0)), K.RandomHorizontalFlip()],  # as configs/catdog.yaml
     )
     data.setup("fit")
     ready = time.perf_counter() - start
 
     class Training:  # stands in for the trainer, so augmentation runs as in a training epoch
         training = True
+        current_epoch = 0  # the training sampler draws its order from the epoch
 
     loader = data.train_dataloader()
     data.trainer = Training()

@@ -139,8 +139,11 @@ def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 class ImageClassificationDataModule(L.LightningDataModule):
     """Base for every task; a task sets the class attributes and implements the file hooks.
 
-    ``augment`` runs in training only, on each image with its own random draw; ``transforms`` runs
-    on whole batches in every stage. Both receive float images scaled to [0, 1], as ``ToTensor`` gives.
+    ``augment`` runs in training only, on each image with its own random draw: batch augmentations
+    (``kornia.augmentation``, what the configs use) draw per image themselves and run once on the whole
+    batch; torchvision's transforms draw once per call, so they run image by image (slower, same meaning).
+    ``transforms`` runs on whole batches in every stage. Both receive float images scaled to [0, 1], as
+    ``ToTensor`` gives.
     ``predict_dir``: a folder of image files (any layout) to predict on instead of the test split.
     """
 
@@ -197,9 +200,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     # ---- shared behaviour --------------------------------------------------------------------
     def _input_shape(self) -> tuple[int, ...]:
-        blank = torch.zeros(self.image_shape)
-        shape = tuple(self.transforms(blank).shape)
-        trained_on = tuple(self.transforms(self.augment(blank)).shape)
+        blank = torch.zeros(1, *self.image_shape)
+        shape = tuple(self.transforms(blank).shape[1:])
+        trained_on = tuple(self.transforms(self._augment(blank)).shape[1:])
         if trained_on != shape:
             raise DataError(
                 f"augment turns {self.task} images into {trained_on} but evaluation images are {shape}: "
@@ -325,6 +328,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
         x = images.float().div_(255)
-        if self.trainer is not None and self.trainer.training and len(self.augment):
-            x = torch.stack([self.augment(image) for image in x])
+        if self.trainer is not None and self.trainer.training:
+            x = self._augment(x)
         return self.transforms(x), labels
+
+    def _augment(self, x: Tensor) -> Tensor:
+        for module in self.augment:
+            if type(module).__module__.startswith("torchvision.transforms"):  # one random draw per call
+                x = torch.stack([module(image) for image in x])
+            else:  # a batch augmentation: its own draw for every image, in one call
+                x = module(x)
+        return x

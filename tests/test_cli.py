@@ -151,8 +151,8 @@ def test_print_config_shows_every_knob(capsys):
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["data"]["init_args"]["data_dir"] == "/some/where"
     assert [t["class_path"] for t in config["data"]["init_args"]["augment"]] == [
-        "torchvision.transforms.v2.RandomCrop",
-        "torchvision.transforms.v2.RandomRotation",
+        "kornia.augmentation.RandomCrop",
+        "kornia.augmentation.RandomRotation",
     ]
     assert config["model"]["init_args"]["net"]["class_path"] == "modules.nets.SVHNResNet"
     assert config["trainer"]["gradient_clip_val"] == 5.0

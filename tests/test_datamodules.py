@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import kornia.augmentation as K
 import pytest
 import torch
 from torchvision.transforms import v2
@@ -61,14 +62,16 @@ def test_digits_quickstart_holds_out_a_fixed_test_split():
     assert torch.equal(dm.test_set.images, other.test_set.images)  # the training seed never moves the test set
 
 
-def test_augment_draws_per_image_in_training_only(svhn_dir):
-    dm = SVHN(
-        data_dir=str(svhn_dir),
-        batch_size=16,
-        download=False,
-        augment=[v2.RandomCrop(28), v2.RandomRotation(30)],
-        transforms=[v2.CenterCrop(28)],
-    )
+@pytest.mark.parametrize(
+    "augment",
+    [
+        [K.RandomCrop((28, 28)), K.RandomRotation(30.0, p=1.0)],  # batch augmentations: one call per batch
+        [v2.RandomCrop(28), v2.RandomRotation(30)],  # torchvision's: one call per image
+    ],
+    ids=["kornia", "torchvision"],
+)
+def test_augment_draws_per_image_in_training_only(svhn_dir, augment):
+    dm = SVHN(data_dir=str(svhn_dir), batch_size=16, download=False, augment=augment, transforms=[v2.CenterCrop(28)])
     assert dm.input_shape == (3, 28, 28)
     dm.setup("fit")
     batch = torch.full((16, 3, 32, 32), 200, dtype=torch.uint8), torch.zeros(16, dtype=torch.long)
@@ -85,9 +88,10 @@ def test_augment_draws_per_image_in_training_only(svhn_dir):
     assert torch.all(plain == 200 / 255)
 
 
-def test_augment_and_transforms_must_agree_on_size(svhn_dir):
+@pytest.mark.parametrize("crop", [K.RandomCrop((28, 28)), v2.RandomCrop(28)], ids=["kornia", "torchvision"])
+def test_augment_and_transforms_must_agree_on_size(svhn_dir, crop):
     with pytest.raises(DataError, match="add a crop or resize"):
-        SVHN(data_dir=str(svhn_dir), augment=[v2.RandomCrop(28)], transforms=[])
+        SVHN(data_dir=str(svhn_dir), augment=[crop], transforms=[])
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,43 @@
+"""The benchmark scripts still run against the code they measure, on tiny data (their figures are not checked here:
+speed is measured by running them, see README)."""
+
+import sys
+
+import pytest
+import yaml
+
+from benchmarks import augment, compare, folder_cache
+
+
+def test_augment_benchmark_builds_each_config_both_ways_with_the_same_output(monkeypatch, capsys):
+    for task, torchvision_augment in augment.TORCHVISION.items():
+        config = yaml.safe_load((augment.ROOT / "configs" / f"{task}.yaml").read_text())
+        config_augment = [augment.build(spec) for spec in config["data"]["init_args"]["augment"]]
+        shapes = set()
+        for chosen in (torchvision_augment, config_augment):
+            dm, (images, labels) = augment.datamodule(task, chosen, "cpu")
+            out, _ = dm.on_after_batch_transfer((images[:4], labels[:4]), 0)
+            shapes.add(tuple(out.shape[1:]))
+        assert shapes == {dm.input_shape}, task  # (a) and (b) feed the network the same size
+    monkeypatch.setattr(augment, "REPEATS", 1)
+    monkeypatch.setattr(sys, "argv", ["augment.py"])
+    augment.main()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[0] in augment.TORCHVISION]
+    assert len(rows) == 4 and all(float(row[-1]) > 0 for row in rows)
+
+
+def test_folder_cache_benchmark_builds_the_cache_then_maps_it(catdog_filtered_dir, tmp_path):
+    cache = tmp_path / "cache"
+    first = folder_cache.one_run(str(catdog_filtered_dir), str(cache), 32)
+    later = folder_cache.one_run(str(catdog_filtered_dir), str(cache), 32)
+    assert list(cache.rglob("*.npy")) and all(seconds > 0 for seconds in (*first, *later))
+
+
+@pytest.mark.filterwarnings("ignore:The number of training batches")  # 9 steps an epoch, fewer than the log interval
+def test_overhead_benchmark_times_every_step_but_each_epochs_last(mnist_dir, tmp_path):
+    recipe = {**compare.mnist_recipe(), "batch_size": 4}  # 36 training images: 9 steps an epoch
+    for as_configured in (False, True):
+        result = compare.overhead(str(mnist_dir), recipe, tmp_path / "logs", as_configured, epochs=2)
+        assert [steps for _, _, steps in result["per_epoch"]] == [8, 8]
+        assert all(light > 0 and own > 0 for light, own, _ in result["per_epoch"])
+    assert compare.held_mib(str(mnist_dir), recipe) * 2**20 >= (36 + 4 + 20) * 28 * 28
