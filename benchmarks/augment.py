@@ -7,13 +7,13 @@ path (``on_after_batch_transfer``) on each augmented config's batch size and sto
 """
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 from statistics import median
 
 import torch
 import yaml
+from lightning.pytorch.cli import instantiate_class
 from torchvision.transforms import v2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,19 +28,14 @@ TORCHVISION = {
 }
 
 
-def build(spec: dict):
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
-
-
 def datamodule(task: str, augment: list, device: str):
     """The task's DataModule as its config builds it, with ``augment`` in place of the config's, and a batch for it."""
     data = yaml.safe_load((ROOT / "configs" / f"{task}.yaml").read_text())["data"]
     settings = {k: v for k, v in data["init_args"].items() if k not in ("augment", "transforms", "data_dir")}
     if "image_size" in settings:
         settings["classes"] = ["a", "b"]  # folder sets: no files needed to build the module
-    transforms = [build(spec) for spec in data["init_args"].get("transforms") or []]
-    dm = build({"class_path": data["class_path"], "init_args": {**settings, "augment": augment, "transforms": transforms}})
+    transforms = [instantiate_class((), spec) for spec in data["init_args"].get("transforms") or []]
+    dm = instantiate_class((), {"class_path": data["class_path"], "init_args": {**settings, "augment": augment, "transforms": transforms}})
 
     class Training:  # stands in for the trainer: augmentation runs while training
         training = True
@@ -66,7 +61,7 @@ def main() -> None:
     print(f"{'config':8}{'batch (uint8, as stored)':>28}{'(a) torchvision':>18}{'(b) kornia':>12}{'a/b':>7}")
     for task, torchvision_augment in TORCHVISION.items():
         config = yaml.safe_load((ROOT / "configs" / f"{task}.yaml").read_text())
-        kornia_augment = [build(spec) for spec in config["data"]["init_args"]["augment"]]
+        kornia_augment = [instantiate_class((), spec) for spec in config["data"]["init_args"]["augment"]]
         (dm_a, batch), (dm_b, _) = datamodule(task, torchvision_augment, device), datamodule(task, kornia_augment, device)
         timed(dm_a, batch, device), timed(dm_b, batch, device)  # warm-up
         a, b = zip(*[(timed(dm_a, batch, device), timed(dm_b, batch, device)) for _ in range(REPEATS)])
