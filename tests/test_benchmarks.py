@@ -1,7 +1,10 @@
 """The benchmark scripts still run against the code they measure, on tiny data (their figures are not checked here:
 speed is measured by running them, see README)."""
 
+import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -42,3 +45,13 @@ def test_overhead_benchmark_times_every_step_but_each_epochs_last(mnist_dir, tmp
         assert [steps for _, _, steps in result["per_epoch"]] == [8, 8]
         assert all(light > 0 and own > 0 for light, own, _ in result["per_epoch"])
     assert compare.held_mib(str(mnist_dir), recipe) * 2**20 >= (36 + 4 + 20) * 28 * 28
+
+
+def test_peak_rss_runs_the_script_as_main_and_reports_its_peak(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nblock = bytearray(200 * 2**20)\ndel block\nprint('ran', sys.argv[1:], __name__)\n")
+    wrapper = Path(compare.__file__).with_name("peak_rss.py")
+    out = subprocess.run([sys.executable, str(wrapper), str(script), "--flag", "1"], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "ran ['--flag', '1'] __main__"
+    assert json.loads(lines[-1])["peak_rss_kib"] >= 200 * 1024  # the freed 200 MiB block still counts: a peak
