@@ -48,29 +48,33 @@ class InMemoryImages(Dataset):
         return self.all_images[rows], self.all_labels[rows]
 
 
-def grouped_split(labels: Tensor, keys: list[str], val_split: float, seed: int) -> tuple[Tensor, Tensor]:
+def grouped_split(labels: Tensor, keys: list[str] | None, val_split: float, seed: int) -> tuple[Tensor, Tensor]:
     """A seeded train/validation split, stratified by class, that keeps images with the same key (identical
-    files) on one side. ``val_split`` below 1 is a fraction of the images, from 1 up a number of them;
-    either way it is shared out over the classes in proportion to their sizes (``quotas``)."""
-    groups: dict[str, list[int]] = {}
-    for index, key in enumerate(keys):
-        groups.setdefault(key, []).append(index)
-    by_class: dict[int, list[list[int]]] = {}
-    label_of = labels.tolist()  # a Python list: indexing a tensor per image costs seconds on large sets
-    for members in groups.values():
-        by_class.setdefault(label_of[members[0]], []).append(members)
+    files) on one side; ``keys=None``: every image is its own group. ``val_split`` below 1 is a fraction of the
+    images, from 1 up a number of them; either way it is shared out over the classes in proportion to their
+    sizes (``quotas``)."""
+    if keys is None:  # the same draws as one group per image, without a Python list per image (19 MiB for MNIST)
+        by_class = {label: torch.nonzero(labels == label).flatten() for label in labels.unique().tolist()}
+    else:
+        groups: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key, []).append(index)
+        by_class = {}
+        label_of = labels.tolist()  # a Python list: indexing a tensor per image costs seconds on large sets
+        for members in groups.values():
+            by_class.setdefault(label_of[members[0]], []).append(members)
     fraction = val_split if val_split < 1 else val_split / len(labels)
     classes = sorted(by_class)
     quota = quotas([len(by_class[c]) for c in classes], fraction)
     generator = torch.Generator().manual_seed(seed)
-    chosen: list[int] = []
+    is_val = torch.zeros(len(labels), dtype=torch.bool)
     for label, n_val in zip(classes, quota):
         class_groups = by_class[label]
-        order = torch.randperm(len(class_groups), generator=generator).tolist()
-        for position in order[:n_val]:
-            chosen.extend(class_groups[position])
-    is_val = torch.zeros(len(labels), dtype=torch.bool)
-    is_val[torch.tensor(chosen, dtype=torch.long)] = True
+        order = torch.randperm(len(class_groups), generator=generator)[:n_val]
+        if keys is None:
+            is_val[class_groups[order]] = True
+        else:
+            is_val[[index for position in order.tolist() for index in class_groups[position]]] = True
     return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
 
 
@@ -267,9 +271,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
             else:
                 self.test_set = InMemoryImages(*self._checked(*loaded, split="test"))
 
-    def file_keys(self, n: int) -> list[str]:
-        """One key per training image; images with equal keys (identical files) stay on one side of the split."""
-        return [str(i) for i in range(n)]
+    def file_keys(self, n: int) -> list[str] | None:
+        """One key per training image; images with equal keys (identical files) stay on one side of the split.
+        None: no two training images are the same file."""
+        return None
 
     def _setup_predict_folder(self) -> None:
         folder = self.predict_folder()

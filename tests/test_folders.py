@@ -63,6 +63,17 @@ def test_identical_files_land_on_one_side_of_the_split(mask_dir):
         assert all(len(side) == 1 for side in sides.values())
 
 
+def test_images_without_keys_split_as_one_group_each():
+    """keys=None (the in-memory sets) takes a vectorised path: the very same split as one distinct key per image."""
+    labels = torch.randint(0, 10, (3000,), generator=torch.Generator().manual_seed(0))
+    for val_split, seed in ((0.1, 42), (0.5, 0), (7, 3)):
+        train, val = grouped_split(labels, None, val_split, seed)
+        keyed_train, keyed_val = grouped_split(labels, [str(i) for i in range(len(labels))], val_split, seed)
+        assert torch.equal(train, keyed_train) and torch.equal(val, keyed_val)
+        assert len(val) == (round(3000 * val_split) if val_split < 1 else val_split)
+        assert torch.equal(torch.cat([train, val]).sort().values, torch.arange(3000))
+
+
 def test_split_is_stratified_and_seeded(mask_dir):
     a, b = mask_module(mask_dir, seed=5), mask_module(mask_dir, seed=5)
     a.setup("fit")
