@@ -1,6 +1,6 @@
 """Pictures for TensorBoard: what the network is fed, where it confuses classes, what it gets wrong."""
 
-import math
+import io
 import time
 import warnings
 from pathlib import Path
@@ -13,14 +13,18 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
+from torch.nn import functional
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
+
+DPI = 100
 
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure drawn off-screen (no pyplot, no window, nothing global to close)."""
-    figure = Figure(figsize=(width, height), dpi=100)
+    figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
 
@@ -54,33 +58,37 @@ def confusion_matrix_figure(counts: Tensor, class_names: list[str]) -> Figure:
     return figure
 
 
-def image_grid_figure(images: Tensor, captions: list[str], columns: int = 8) -> Figure:
-    """Images (N, C, H, W) in [0, 1] as one mosaic, each with its caption above it.
+def image_grid(images: Tensor, captions: list[str], columns: int = 8, tile: int = 160) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] as one mosaic (H, W, 3) uint8, each with its caption above it.
 
-    One axes for the whole grid: a subplot per image made the figure take seconds to draw.
+    The images are scaled to about ``tile`` pixels wide (whole pixels repeated up, antialiased down) and laid
+    out here; matplotlib draws only the captions, on white, and the mosaic is laid over that: 4-5 MiB of
+    temporaries. ``imshow`` resampled the mosaic in float32 RGBA: 60-150 MiB for one picture.
     """
     images = images.detach().float().cpu().clamp(0, 1)
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
+    if images.shape[-1] > tile:
+        images = functional.interpolate(images, scale_factor=tile / images.shape[-1], mode="bilinear", antialias=True)
+    images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
+    if images.shape[-1] < tile:
+        factor = tile // images.shape[-1]
+        images = images.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
     n, _, height, width = images.shape
     columns = min(columns, n)
-    rows = math.ceil(n / columns)
     lines = max(caption.count("\n") + 1 for caption in captions)
-    band = math.ceil(width * (13 * lines + 6) / 150)  # room above each image for its caption: ~13 px a line at 8 pt
-    pad = max(2, width // 10)
-    tiles = torch.ones(n, 3, band + height, width)
+    band, pad = 13 * lines + 6, 8  # room above each image for its caption (~13 px a line at 8 pt), between images
+    tiles = torch.full((n, 3, band + height, width), 255, dtype=torch.uint8)
     tiles[:, :, band:] = images
-    mosaic = make_grid(tiles, nrow=columns, padding=pad, pad_value=1.0)
-    figure = new_figure(columns * 1.6, columns * 1.6 * mosaic.shape[1] / mosaic.shape[2])
-    axes = figure.add_axes((0, 0, 1, 1))
-    axes.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
-    axes.axis("off")
+    mosaic = make_grid(tiles, nrow=columns, padding=pad, pad_value=255).permute(1, 2, 0).numpy()
+    rows, cols = mosaic.shape[:2]
+    figure = new_figure((cols + 0.5) / DPI, (rows + 0.5) / DPI)  # exactly cols x rows pixels once drawn
     for i, caption in enumerate(captions):
         row, column = divmod(i, columns)
         x = pad + column * (width + pad) + width / 2
-        y = pad + row * (band + height + pad) + band - 1
-        axes.text(x, y, caption, ha="center", va="bottom", fontsize=8)
-    return figure
+        y = pad + row * (band + height + pad) + band - 2  # pixels from the top: just above the image
+        figure.text(x / cols, 1 - y / rows, caption, ha="center", va="bottom", fontsize=8)
+    return np.minimum(render(figure), mosaic)  # dark caption text on the white bands, the images elsewhere
 
 
 def undo_normalize(images: Tensor, transforms: nn.Module) -> Tensor:
@@ -114,13 +122,25 @@ class TensorBoardPictures(L.Callback):
         self._wrong: list[tuple[float, Tensor, int, int]] = []
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _log_figure(self, trainer: L.Trainer, tag: str, figure: Figure) -> None:
-        """Into TensorBoard, and as a PNG in the run folder (also with the CSV logger); nothing on a dry run."""
-        if trainer.is_global_zero and trainer.log_dir and not trainer.fast_dev_run:
-            pixels = render(figure)
-            Image.fromarray(pixels).save(Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png")
-            if isinstance(trainer.logger, TensorBoardLogger):
-                trainer.logger.experiment.add_image(tag, pixels, global_step=trainer.global_step, dataformats="HWC")
+    def _draws(self, trainer: L.Trainer) -> bool:
+        """Pictures are drawn by one process, into a run folder, and not on a dry run."""
+        return trainer.is_global_zero and bool(trainer.log_dir) and not trainer.fast_dev_run
+
+    def _log_picture(self, trainer: L.Trainer, tag: str, pixels: np.ndarray) -> None:
+        """Into TensorBoard, and as a PNG in the run folder (also with the CSV logger).
+
+        Encoded once, the same PNG bytes for both: TensorBoard's ``add_image`` would convert the pixels to
+        float32 and encode them again.
+        """
+        png = io.BytesIO()
+        Image.fromarray(pixels).save(png, format="PNG")
+        (Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png").write_bytes(png.getvalue())
+        if isinstance(trainer.logger, TensorBoardLogger):
+            height, width, channels = pixels.shape
+            image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue())
+            summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+            # What SummaryWriter.add_image ends with; _get_file_writer reopens the writer Lightning closes after fit.
+            trainer.logger.experiment._get_file_writer().add_summary(summary, global_step=trainer.global_step)
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
         if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and not trainer.fast_dev_run:
@@ -150,12 +170,12 @@ class TensorBoardPictures(L.Callback):
         self._epoch_start, self._seen = time.perf_counter(), 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == 0 and batch_idx == 0 and not self._inputs_logged:
+        if trainer.global_step == 0 and batch_idx == 0 and not self._inputs_logged and self._draws(trainer):
             self._inputs_logged = True
             images, labels = batch[0][: self.images], batch[1][: self.images]
             shown = undo_normalize(images.float(), trainer.datamodule.transforms)
             captions = [pl_module.class_names[i] for i in labels.tolist()]
-            self._log_figure(trainer, "inputs", image_grid_figure(shown, captions))
+            self._log_picture(trainer, "inputs", image_grid(shown, captions))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._seen += len(batch[1])
@@ -166,9 +186,9 @@ class TensorBoardPictures(L.Callback):
         pl_module.log("train/images_per_s", self._seen / seconds, on_epoch=True, prog_bar=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and pl_module.latest_confusion.get("val") is not None:
+        if not trainer.sanity_checking and pl_module.latest_confusion.get("val") is not None and self._draws(trainer):
             figure = confusion_matrix_figure(pl_module.latest_confusion["val"], pl_module.class_names)
-            self._log_figure(trainer, "confusion_matrix/val", figure)
+            self._log_picture(trainer, "confusion_matrix/val", render(figure))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         headline = ("train/loss", "train/acc", "val/loss", "val/acc")
@@ -194,11 +214,12 @@ class TensorBoardPictures(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         names = pl_module.class_names
-        if pl_module.latest_confusion.get("test") is not None:
-            self._log_figure(trainer, "confusion_matrix/test", confusion_matrix_figure(pl_module.latest_confusion["test"], names))
-        if self._wrong:
+        if pl_module.latest_confusion.get("test") is not None and self._draws(trainer):
+            figure = confusion_matrix_figure(pl_module.latest_confusion["test"], names)
+            self._log_picture(trainer, "confusion_matrix/test", render(figure))
+        if self._wrong and self._draws(trainer):
             images = undo_normalize(torch.stack([w[1] for w in self._wrong]).float(), trainer.datamodule.transforms)
             captions = [f"{names[t]} → {names[p]}\n{c:.0%}" for c, _, t, p in self._wrong]
-            self._log_figure(trainer, "misclassified/test", image_grid_figure(images, captions))
+            self._log_picture(trainer, "misclassified/test", image_grid(images, captions))
         tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/loss", "test/acc")}
         self._log_hparams(trainer, pl_module, {**self._fit_metrics, **tested})

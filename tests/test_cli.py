@@ -89,6 +89,7 @@ def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
     events = EventAccumulator("lightning_logs/digits/version_0")
     events.Reload()
     assert "test/acc" in events.Tags()["scalars"] and not Path("lightning_logs/digits/version_1").exists()
+    assert {"confusion_matrix/test", "misclassified/test"} <= set(events.Tags()["images"])  # after fit closed the writer
     hparams = events.PluginTagToContent("hparams")["_hparams_/experiment"]  # the run's one HPARAMS entry: fit and test
     columns = {m.name.tag for m in plugin_data_pb2.HParamsPluginData.FromString(hparams).experiment.metric_infos}
     assert {"best/val_acc", "final/val/acc", "test/acc"} <= columns

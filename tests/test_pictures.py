@@ -5,10 +5,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cli import main
+from modules.pictures import image_grid
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Raised inside Lightning 2.6 itself, not by this project (see pyproject.toml's filterwarnings).
@@ -48,7 +50,8 @@ def test_fit_and_test_write_scalars_pictures_and_hparams(mnist_dir):
     assert inputs.width >= 1000 and inputs.height >= 150  # one row of the 8 images of a batch, each readable
     assert {"final/val/acc", "best/val_acc"} <= set(hparams_metrics(run))
     assert fit.model.latest_confusion["val"].sum() == len(fit.datamodule.val_set)  # every validation image counted
-    assert Path("lightning_logs/mnist/version_0/confusion_matrix_val.png").is_file()
+    png = Path("lightning_logs/mnist/version_0/confusion_matrix_val.png").read_bytes()
+    assert run.Images("confusion_matrix/val")[-1].encoded_image_string == png  # one PNG, on disk and in TensorBoard
 
     tested = main(["test", *common, "--ckpt_path", "best"])
     test_run = events(Path(tested.trainer.log_dir))
@@ -56,6 +59,18 @@ def test_fit_and_test_write_scalars_pictures_and_hparams(mnist_dir):
     assert tested.model.latest_confusion["test"].sum() == len(tested.datamodule.test_set)
     assert {f"test/f1/{name}" for name in tested.datamodule.class_names} <= set(tested.trainer.callback_metrics)
     assert {"test/acc", "test/loss"} <= set(hparams_metrics(test_run))
+
+
+def test_image_grid_places_every_image_pixel_for_pixel_under_its_caption():
+    images = torch.stack([torch.full((1, 28, 28), 0.0), torch.full((1, 28, 28), 0.5)])
+    images[1, :, 0, 0] = 1.0  # one bright corner pixel: the scaling repeats whole pixels
+    pixels = image_grid(images, ["zero", "half"], tile=140)
+    band, pad, tile = 13 + 6, 8, 140
+    assert pixels.shape == (pad + band + tile + pad, pad + 2 * (tile + pad), 3)
+    first = pixels[pad + band :, pad : pad + tile]
+    second = pixels[pad + band :, 2 * pad + tile : 2 * (pad + tile)]
+    assert (first[:tile] == 0).all() and (second[5:tile, 5:] == 128).all() and (second[:5, :5] == 255).all()
+    assert pixels[pad : pad + band, pad : pad + tile].min() < 100  # the caption's dark text in the band above
 
 
 def test_a_normal_fit_prints_no_warnings(mnist_dir):
