@@ -1,6 +1,9 @@
 """Train, validate, test and predict any task: ``python cli.py fit --config configs/<task>.yaml``."""
 
+import ctypes
+import ctypes.util
 import importlib
+import os
 import sys
 import tempfile
 import warnings
@@ -164,8 +167,28 @@ def find_checkpoint(task_runs: Path, alias: str) -> Path:
     )
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep the memory a training step frees for the next step, instead of returning it to the OS.
+
+    By default glibc gives large blocks back on free and trims the heap's top, so every CPU step faults its
+    activations in again: 0.2-2.6 million page faults in a 2-epoch MNIST run here, a different count each run
+    and up to a fifth of the run's speed, against 0.18 million with fixed thresholds, at the same peak memory.
+    Skipped where glibc is not the C library, or where the user tunes malloc through the environment."""
+    if any(name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.gnu_get_libc_version  # glibc's own symbol: other C libraries lack or ignore mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    libc.mallopt(m_mmap_threshold, 32 * 2**20)  # blocks below 32 MiB (glibc's maximum) come from the reusable heap
+    libc.mallopt(m_trim_threshold, 256 * 2**20)  # and the heap keeps up to 256 MiB free at its top
+
+
 def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = ClassifierCLI) -> ClassifierCLI:
     """``cli_class``: a subclass, for tools that add to a run (benchmarks/compare.py adds a callback)."""
+    keep_freed_memory()
     try:
         return cli_class(
             ClassifierModule,
