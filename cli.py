@@ -171,8 +171,8 @@ def keep_freed_memory() -> None:
     """Let glibc keep the memory a training step frees for the next step, instead of returning it to the OS.
 
     By default glibc gives large blocks back on free and trims the heap's top, so every CPU step faults its
-    activations in again: 0.2-2.6 million page faults in a 2-epoch MNIST run here, a different count each run
-    and up to a fifth of the run's speed, against 0.18 million with fixed thresholds, at the same peak memory.
+    activations in again: 0.19-1.06 million page faults in a 2-epoch MNIST run here, a different count each
+    run (the worst cost a fifth of an epoch's speed), against 0.19 million with fixed thresholds, same peak memory.
     Skipped where glibc is not the C library, or where the user tunes malloc through the environment."""
     if any(name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ):
         return
