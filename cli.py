@@ -178,8 +178,9 @@ def keep_freed_memory() -> None:
         return
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.gnu_get_libc_version  # glibc's own symbol: other C libraries lack or ignore mallopt
-    except (OSError, AttributeError):
+    except (OSError, TypeError):  # no C library by that name (Windows: no name at all)
+        return
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc's own symbol: other C libraries lack or ignore mallopt
         return
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
     libc.mallopt(m_mmap_threshold, 32 * 2**20)  # blocks below 32 MiB (glibc's maximum) come from the reusable heap
