@@ -28,13 +28,16 @@ TORCHVISION = {
 }
 
 
-def datamodule(task: str, augment: list, device: str):
-    """The task's DataModule as its config builds it, with ``augment`` in place of the config's, and a batch for it."""
+def datamodule(task: str, augment: list | None, device: str):
+    """The task's DataModule as its config builds it, with ``augment`` in place of the config's (None: the config's
+    own), and a batch for it."""
     data = yaml.safe_load((ROOT / "configs" / f"{task}.yaml").read_text())["data"]
     settings = {k: v for k, v in data["init_args"].items() if k not in ("augment", "transforms", "data_dir")}
     if "image_size" in settings:
         settings["classes"] = ["a", "b"]  # folder sets: no files needed to build the module
     transforms = [instantiate_class((), spec) for spec in data["init_args"].get("transforms") or []]
+    if augment is None:
+        augment = [instantiate_class((), spec) for spec in data["init_args"]["augment"]]
     dm = instantiate_class((), {"class_path": data["class_path"], "init_args": {**settings, "augment": augment, "transforms": transforms}})
 
     class Training:  # stands in for the trainer: augmentation runs while training
@@ -60,9 +63,7 @@ def main() -> None:
     print(f"Medians of {REPEATS} batches each, (a) and (b) interleaved, on {device}:")
     print(f"{'config':8}{'batch (uint8, as stored)':>28}{'(a) torchvision':>18}{'(b) kornia':>12}{'a/b':>7}")
     for task, torchvision_augment in TORCHVISION.items():
-        config = yaml.safe_load((ROOT / "configs" / f"{task}.yaml").read_text())
-        kornia_augment = [instantiate_class((), spec) for spec in config["data"]["init_args"]["augment"]]
-        (dm_a, batch), (dm_b, _) = datamodule(task, torchvision_augment, device), datamodule(task, kornia_augment, device)
+        (dm_a, batch), (dm_b, _) = datamodule(task, torchvision_augment, device), datamodule(task, None, device)
         timed(dm_a, batch, device), timed(dm_b, batch, device)  # warm-up
         a, b = zip(*[(timed(dm_a, batch, device), timed(dm_b, batch, device)) for _ in range(REPEATS)])
         a, b = median(a), median(b)

@@ -126,7 +126,7 @@ class TensorBoardPictures(L.Callback):
 
     # ---- helpers -------------------------------------------------------------------------------
     def _draws(self, trainer: L.Trainer) -> bool:
-        """Pictures are drawn by one process, into a run folder, and not on a dry run."""
+        """Pictures, the graph and the hparams entry are written by one process, into a run folder, not on a dry run."""
         return trainer.is_global_zero and bool(trainer.log_dir) and not trainer.fast_dev_run
 
     def _log_picture(self, trainer: L.Trainer, tag: str, pixels: np.ndarray) -> None:
@@ -146,7 +146,7 @@ class TensorBoardPictures(L.Callback):
             trainer.logger.experiment._get_file_writer().add_summary(summary, global_step=trainer.global_step)
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
-        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and not trainer.fast_dev_run:
+        if isinstance(trainer.logger, TensorBoardLogger) and self._draws(trainer):
             params = {k: v for k, v in {**trainer.datamodule.hparams, **pl_module.hparams}.items() if not k.startswith("_")}
             trainer.logger.log_hyperparams(params, metrics)  # without the CLI's internal _class_path, _instantiator
 
@@ -154,7 +154,7 @@ class TensorBoardPictures(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The network's graph for TensorBoard's GRAPHS tab: one trace of one blank input, cheap for these nets."""
         shape = pl_module.hparams.get("input_shape")
-        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and shape and not trainer.fast_dev_run:
+        if isinstance(trainer.logger, TensorBoardLogger) and shape and self._draws(trainer):
             was_training = pl_module.net.training
             try:
                 with warnings.catch_warnings():  # TensorBoard's only graph exporter is torch.jit.trace, deprecated in torch 2.10+
