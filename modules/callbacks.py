@@ -8,8 +8,18 @@ import lightning as L
 import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchinfo import summary
+
+
+def run_dir(trainer: L.Trainer) -> str:
+    """The run's log folder, as ``Trainer.log_dir`` gives it but without its broadcast: under DDP
+    ``Trainer.log_dir`` is a collective, so code that runs on rank 0 alone would wait on it forever."""
+    if not trainer.loggers:
+        return trainer.default_root_dir
+    logger = trainer.loggers[0]
+    return logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
 
 
 class RunSummary(L.Callback):
@@ -33,8 +43,9 @@ class RunSummary(L.Callback):
                 counts = torch.bincount(getattr(data, split).labels, minlength=len(pl_module.class_names)).tolist()
                 lines.append(f"{split[:-4]:>5}: {sum(counts)} images, per class {counts}")
         lines.append(f"Input: {tuple(shape) if shape else '?'} (C, H, W) after transforms")
-        if trainer.log_dir:
-            lines.append(f"Logs and checkpoints: {trainer.log_dir}  (watch: tensorboard --logdir {Path(trainer.log_dir).parent.parent})")
+        folder = run_dir(trainer)
+        if folder:
+            lines.append(f"Logs and checkpoints: {folder}  (watch: tensorboard --logdir {Path(folder).parent.parent})")
         print("\n".join(lines))
 
     @rank_zero_only
@@ -67,25 +78,33 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
-        names = pl_module.class_names
-        predicted = [names[i] for i in torch.cat([p["predicted"] for p in predictions]).tolist()]
-        probability = torch.cat([p["confidence"] for p in predictions]).tolist()
-        labels = torch.cat([p["labels"] for p in predictions]).tolist()
-        images = getattr(trainer.datamodule, "predict_paths", None) or list(range(len(predicted)))
-        path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
+        # One row per image: (its position in the predicted set, predicted class, probability, true class or -1).
+        positions = [i for batch in (batch_indices[0] if batch_indices else []) for i in batch]
+        columns = [torch.cat([p[key] for p in predictions]).tolist() for key in ("predicted", "confidence", "labels")]
+        rows = list(zip(positions or range(len(columns[0])), *columns))
+        if trainer.world_size > 1:  # under DDP each process predicted its own share: rank 0 writes them all
+            shares = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shares, rows)
+            rows = sorted(row for share in shares for row in share)
+        if trainer.is_global_zero:
+            self._write(trainer, pl_module.class_names, rows)
+
+    def _write(self, trainer: L.Trainer, names: list[str], rows: list[tuple[int, int, float, int]]) -> None:
+        paths = getattr(trainer.datamodule, "predict_paths", None)
+        path = Path(self.output) if self.output else Path(run_dir(trainer) or ".") / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             if self.kaggle_format:
                 writer.writerow(["Id", "Category"])
-                writer.writerows(enumerate(predicted))
+                writer.writerows((position, names[predicted]) for position, predicted, _, _ in rows)
             else:
-                known = all(label >= 0 for label in labels)
+                known = all(label >= 0 for *_, label in rows)
                 writer.writerow(["image", "predicted", "probability"] + (["true"] if known else []))
-                for i, image in enumerate(images):
-                    true = [names[labels[i]]] if known else []
-                    writer.writerow([image, predicted[i], f"{probability[i]:.4f}", *true])
-        print(f"Wrote {len(predicted)} predictions to {path}")
+                for position, predicted, probability, label in rows:
+                    image = paths[position] if paths else position
+                    writer.writerow([image, names[predicted], f"{probability:.4f}", *([names[label]] if known else [])])
+        print(f"Wrote {len(rows)} predictions to {path}")
 
 
 class BackboneFinetuning(callbacks.BackboneFinetuning):

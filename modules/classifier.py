@@ -132,7 +132,8 @@ class ClassifierModule(L.LightningModule):
         per_class = {"precision": share(hits, predicted), "recall": share(hits, true), "f1": share(2 * hits, predicted + true)}
         for metric, values in per_class.items():
             for name, value in zip(self.class_names, values):
-                self.log(f"{stage}/{metric}/{name}", value)
+                # Equal on every process already; sync_dist (a mean of equal values) says so to Lightning under DDP.
+                self.log(f"{stage}/{metric}/{name}", value, sync_dist=True)
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         probabilities = self(batch[0]).float().softmax(dim=1)

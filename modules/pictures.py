@@ -19,6 +19,8 @@ from torch.nn import functional
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
+from modules.callbacks import run_dir
+
 DPI = 100
 
 
@@ -127,7 +129,7 @@ class TensorBoardPictures(L.Callback):
     # ---- helpers -------------------------------------------------------------------------------
     def _draws(self, trainer: L.Trainer) -> bool:
         """Pictures, the graph and the hparams entry are written by one process, into a run folder, not on a dry run."""
-        return trainer.is_global_zero and bool(trainer.log_dir) and not trainer.fast_dev_run
+        return trainer.is_global_zero and bool(run_dir(trainer)) and not trainer.fast_dev_run
 
     def _log_picture(self, trainer: L.Trainer, tag: str, pixels: np.ndarray) -> None:
         """Into TensorBoard, and as a PNG in the run folder (also with the CSV logger).
@@ -137,7 +139,7 @@ class TensorBoardPictures(L.Callback):
         """
         png = io.BytesIO()
         Image.fromarray(pixels).save(png, format="PNG")
-        (Path(trainer.log_dir) / f"{tag.replace('/', '_')}.png").write_bytes(png.getvalue())
+        (Path(run_dir(trainer)) / f"{tag.replace('/', '_')}.png").write_bytes(png.getvalue())
         if isinstance(trainer.logger, TensorBoardLogger):
             height, width, channels = pixels.shape
             image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue())
@@ -185,8 +187,9 @@ class TensorBoardPictures(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._epoch_start
-        pl_module.log("train/epoch_time_s", seconds, on_epoch=True)
-        pl_module.log("train/images_per_s", self._seen / seconds, on_epoch=True, prog_bar=True)
+        # Under DDP: the slowest process's time, and the images of all processes per second.
+        pl_module.log("train/epoch_time_s", seconds, on_epoch=True, sync_dist=True, reduce_fx="max")
+        pl_module.log("train/images_per_s", self._seen / seconds, on_epoch=True, prog_bar=True, sync_dist=True, reduce_fx="sum")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and pl_module.latest_confusion.get("val") is not None and self._draws(trainer):
@@ -217,6 +220,10 @@ class TensorBoardPictures(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         names = pl_module.class_names
+        if trainer.world_size > 1:  # under DDP each process tested its own share: the picture shows the whole set's worst
+            shares = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shares, self._wrong)
+            self._wrong = sorted((w for share in shares for w in share), key=lambda w: -w[0])[: self.misclassified]
         if pl_module.latest_confusion.get("test") is not None and self._draws(trainer):
             figure = confusion_matrix_figure(pl_module.latest_confusion["test"], names)
             self._log_picture(trainer, "confusion_matrix/test", render(figure))
