@@ -5,15 +5,16 @@ uint8 batches by indexing those tensors; the batch becomes float, is augmented a
 after Lightning has moved it to the device (``on_after_batch_transfer``). No per-sample PIL work.
 """
 
+from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.errors import DataError, DataNotFoundError
 from datamodules.image_folder import list_images, read_images
@@ -97,23 +98,20 @@ def report_skipped(problems: list[str], where: Path) -> None:
         rank_zero_warn(f"Skipped {len(problems)} unreadable image file(s) in {where}:\n  {lines}")
 
 
-class EpochSampler(Sampler[int]):
-    """A fresh permutation each epoch, drawn from ``seed + epoch``: the order depends on nothing but the
-    seed and the epoch, so a resumed run can replay the rest of an interrupted epoch exactly."""
+class EpochSampler(DistributedSampler):
+    """torch's DistributedSampler (a fresh permutation each epoch, drawn from ``seed + epoch``; under DDP each
+    process takes its own share of it) that can start an epoch part way in. The order depends on nothing but the
+    seed, the epoch and the number of processes, so a resumed run replays the rest of an interrupted epoch exactly.
+    Lightning keeps a DistributedSampler as it is under DDP (another sampler it would wrap in its own)."""
 
-    def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
-        self.size, self.seed, self.epoch = size, seed, epoch
-        self.resume_at: tuple[int, int] | None = None  # (epoch, samples already trained in it)
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.resume_at: tuple[int, int] | None = None  # (epoch, samples of this process's share already trained)
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self):
-        epoch = self.epoch()
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
-        start = self.resume_at[1] if self.resume_at and self.resume_at[0] == epoch else 0
+    def __iter__(self) -> Iterator[int]:
+        start = self.resume_at[1] if self.resume_at and self.resume_at[0] == self.epoch else 0
         self.resume_at = None
-        return iter(order[start:])
+        return islice(super().__iter__(), start, None)
 
 
 class ResumableLoader(DataLoader):
@@ -131,7 +129,7 @@ class ResumableLoader(DataLoader):
         return {"epoch": epoch, "samples_done": done * self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if isinstance(self.sampler, EpochSampler):  # under DDP Lightning swaps in its DistributedSampler
+        if isinstance(self.sampler, EpochSampler):
             self.sampler.resume_at = (state["epoch"], state["samples_done"])
 
 
@@ -311,11 +309,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSampler(len(self.train_set), self.hparams.seed, self._current_epoch)
+        processes = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = EpochSampler(self.train_set, self.hparams.seed, *processes)  # Lightning sets its epoch
         return self._loader(self.train_set, ResumableLoader, sampler=sampler, trained_batches=self._trained_batches)
-
-    def _current_epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def _trained_batches(self) -> tuple[int, int]:
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current

@@ -7,9 +7,14 @@ import lightning as L
 
 
 class KillAtStep(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
+    """``whole_group``: kill every process of the run's process group (all DDP processes, as when a machine dies);
+    the run must have been started in a session of its own."""
+
+    def __init__(self, step: int, whole_group: bool = False) -> None:
+        self.step, self.whole_group = step, whole_group
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         if trainer.global_step == self.step:
+            if self.whole_group:
+                os.killpg(os.getpgid(0), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,13 +1,15 @@
-"""Lightning's own DDP, 2 CPU processes (gloo): the same results as one process, nothing hangs."""
+"""Lightning's own DDP, 2 CPU processes (gloo): the same results as one process, exact resumes, nothing hangs."""
 
 import csv
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cli import main
 
@@ -24,7 +26,8 @@ def ddp(folder: Path, subcommand: str, *args: str, returncode: int = 0) -> str:
     command += ["--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(folder / "logs")]
     folder.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=180)
+    # A session of its own: a test that kills the run kills all its processes, and nothing else.
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=180, start_new_session=True)
     output = done.stdout + done.stderr
     assert done.returncode == returncode, output[-5000:]
     assert "Starting with 2 processes" in output  # a real 2-process run, not a 1-process fallback
@@ -38,9 +41,9 @@ def one_process(folder: Path, subcommand: str, *args: str):
 
 @pytest.fixture(scope="module")
 def ddp_fit(tmp_path_factory) -> Path:
-    """A 2-epoch, 2-process fit, uninterrupted: its run folder."""
+    """A 2-epoch, 2-process fit, uninterrupted, and the test of its best checkpoint: its run folder."""
     folder = tmp_path_factory.mktemp("straight")
-    ddp(folder, "fit", *FIT)
+    ddp(folder, "fit", *FIT, "--test_after_fit", "true")
     return folder / "logs" / "digits" / "version_0"
 
 
@@ -49,7 +52,8 @@ def test_two_process_fit_validate_and_predict_match_one_process(ddp_fit, tmp_pat
     assert [p.name for p in ddp_fit.parent.iterdir()] == ["version_0"]  # one run folder: rank 0 alone writes
     checkpoints = sorted(p.name for p in (ddp_fit / "checkpoints").iterdir())
     assert len(checkpoints) == 2 and "last.ckpt" in checkpoints and checkpoints[0].startswith("best-")
-    assert {"inputs.png", "confusion_matrix_val.png"} <= {p.name for p in ddp_fit.iterdir()}  # rank 0's pictures
+    pictures = {"inputs.png", "confusion_matrix_val.png", "confusion_matrix_test.png", "misclassified_test.png"}
+    assert pictures <= {p.name for p in ddp_fit.iterdir()}  # drawn by rank 0, the test's from every process's share
     ckpt = str(ddp_fit / "checkpoints" / "last.ckpt")
     # The digits validation split has 144 images: an even shard per process, no padding duplicates,
     # so the accuracy synchronised across processes must equal the single-process figure exactly.
@@ -62,3 +66,18 @@ def test_two_process_fit_validate_and_predict_match_one_process(ddp_fit, tmp_pat
     one, two = (list(csv.reader((tmp_path / name).open())) for name in ("one.csv", "two.csv"))
     assert one == two and len(one) == 1 + 359 and [row[0] for row in one[1:]] == [str(i) for i in range(359)]
 
+
+def test_two_process_run_killed_mid_epoch_resumes_like_an_uninterrupted_one(ddp_fit, tmp_path):
+    # last.ckpt every 20 steps: both processes die at step 41, 20 steps into epoch 2; the resume starts from
+    # step 40, and each process must skip exactly the first 19 batches of its own share.
+    kill = ("--trainer.callbacks+=tests.killer.KillAtStep", "--trainer.callbacks.step=41", "--trainer.callbacks.whole_group=true")
+    ddp(tmp_path, "fit", *FIT, *kill, returncode=-signal.SIGKILL)
+    run = tmp_path / "logs" / "digits" / "version_0"
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (1, 40)  # the step checkpoint, mid-epoch
+    ddp(tmp_path, "fit", *FIT, "--ckpt_path", "last")
+    a = torch.load(ddp_fit / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (1, 42)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
