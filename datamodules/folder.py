@@ -54,6 +54,20 @@ class ImageFolder(ImageClassificationDataModule):
         self.class_names = list(classes)
         self._file_hashes: list[str] = []
 
+    def prepare_data(self) -> None:
+        """Also fills the disk cache: Lightning calls this on one process per machine before every process's
+        ``setup``, which then maps the cache. Under DDP each process would otherwise decode the whole set."""
+        super().prepare_data()
+        if self.cache_dir is None or self.predicting_a_folder():
+            return
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        splits = ["test"] if stage in ("test", "predict") and self.roots["test"] is not None else ["train", "val"]
+        for split in splits:
+            root = self.roots[split]
+            if root is not None and root.is_dir():
+                read_labelled_folder(root, self.class_names, self.image_shape, self.filename_pattern,
+                                     on_bad_image=self.on_bad_image, cache_dir=self.cache_dir)
+
     def expected_files(self) -> list[Path]:
         return [root for split, root in self.roots.items() if root is not None and split != "val"]
 

@@ -136,14 +136,15 @@ def cached_read_images(
     array, meta = entry.with_suffix(".npy"), entry.with_suffix(".json")
     if not (array.is_file() and meta.is_file()):
         array.parent.mkdir(parents=True, exist_ok=True)
-        partial = entry.with_suffix(".npy.partial")
+        partial = entry.with_suffix(f".npy.partial-{os.getpid()}")  # two runs building at once never share a file
         mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_shape))
         _, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image, out=torch.from_numpy(mapped))
         mapped.flush()
         del mapped
         os.replace(partial, array)  # whole files only: an interrupted build leaves no half cache behind
-        meta.with_suffix(".json.partial").write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
-        os.replace(meta.with_suffix(".json.partial"), meta)
+        partial_meta = meta.with_suffix(f".json.partial-{os.getpid()}")
+        partial_meta.write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
+        os.replace(partial_meta, meta)
         for stale in array.parent.glob(f"{folder}-*"):  # earlier versions of this folder's cache
             if stale.stem != entry.name and stale.suffix in (".npy", ".json"):
                 stale.unlink()

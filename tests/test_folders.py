@@ -220,6 +220,20 @@ def test_disk_cache_is_built_once_reused_and_rebuilt_on_change(mask_dir, tmp_pat
     assert decoded == [1, 1] and resized.train_set.images.shape[1:] == (3, 16, 16)
 
 
+def test_cache_is_filled_by_prepare_data_so_every_ddp_process_only_maps_it(mask_dir, tmp_path, monkeypatch):
+    import datamodules.image_folder as reader
+
+    cache = tmp_path / "cache"
+    mask_module(mask_dir, cache_dir=str(cache)).prepare_data()  # Lightning: one process per machine
+    assert len(list(cache.glob("*.npy"))) == 1 and not list(cache.glob("*.partial*"))
+    decoded = []
+    original = reader.read_images
+    monkeypatch.setattr(reader, "read_images", lambda *a, **k: decoded.append(1) or original(*a, **k))
+    for _ in range(2):  # then every process's setup
+        mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
+    assert decoded == []
+
+
 def test_exif_rotation_is_applied(tmp_path):
     from PIL import Image as PILImage
 
