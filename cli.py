@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
 from datamodules import ImageClassificationDataModule
 from datamodules.errors import DataError
@@ -45,7 +46,7 @@ class ClassifierCLI(LightningCLI):
         config = self.config[self.config.subcommand]
         if config.get("ckpt_path") in CKPT_ALIASES:
             config.ckpt_path = str(find_checkpoint(run_folder(config), config.ckpt_path))
-            print(f"Using {config.ckpt_path}")
+            rank_zero_only(print)(f"Using {config.ckpt_path}")  # once, not once per DDP process
         self.trained_on = checkpoint_classes(config.ckpt_path) if config.get("ckpt_path") else None
 
     def before_instantiate_classes(self) -> None:
@@ -78,7 +79,7 @@ class ClassifierCLI(LightningCLI):
             return
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
-            print("test_after_fit: no best checkpoint was saved (is validation off?); testing the final weights.")
+            rank_zero_only(print)("test_after_fit: no best checkpoint was saved (is validation off?); testing the final weights.")
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
     def after_instantiate_classes(self) -> None:

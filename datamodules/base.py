@@ -12,7 +12,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -263,7 +263,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if stage in ("test", "predict") and not hasattr(self, "test_set"):
             loaded = self.load("test")
             if loaded is None:
-                print(f"{self.task}: no labelled test split; test and predict use the validation split.")
+                rank_zero_only(print)(f"{self.task}: no labelled test split; test and predict use the validation split.")
                 self.setup("fit")
                 self.test_set = self.val_set
             else:

@@ -75,7 +75,8 @@ def test_two_process_run_killed_mid_epoch_resumes_like_an_uninterrupted_one(ddp_
     run = tmp_path / "logs" / "digits" / "version_0"
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (saved["epoch"], saved["global_step"]) == (1, 40)  # the step checkpoint, mid-epoch
-    ddp(tmp_path, "fit", *FIT, "--ckpt_path", "last")
+    resumed = ddp(tmp_path, "fit", *FIT, "--ckpt_path", "last")
+    assert resumed.count(f"Using {run / 'checkpoints' / 'last.ckpt'}") == 1  # said once, not once per process
     a = torch.load(ddp_fit / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (1, 42)
