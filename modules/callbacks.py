@@ -10,6 +10,7 @@ from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from torch.nn.parallel import DistributedDataParallel
 from torchinfo import summary
 
 
@@ -108,11 +109,30 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class BackboneFinetuning(callbacks.BackboneFinetuning):
-    """Lightning's BackboneFinetuning, whose frozen phase also honours ``train_bn``.
+    """Lightning's BackboneFinetuning, whose frozen phase also honours ``train_bn``, and which works under DDP.
 
     Lightning's own freezes with BatchNorm trainable whatever ``train_bn`` says, so those parameters
     sit in the optimizer from the start and again in the group added at the unfreeze epoch.
+    A run resumed after the unfreeze epoch gets its backbone's optimizer group back from Lightning but a frozen
+    backbone (frozen again at setup), so the backbone would never train again: it is made trainable here.
+    DDP synchronises only the parameters that were trainable when it wrapped the model, so after the unfreeze
+    each process would train its own backbone (Lightning issue #20340): the model is wrapped again then.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wrapped_unfrozen = False
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         self.freeze(pl_module.backbone, train_bn=self.train_bn)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > self.unfreeze_backbone_at_epoch:  # a run resumed after the unfreeze
+            self.make_trainable(pl_module.backbone)
+        super().on_train_epoch_start(trainer, pl_module)  # unfreezes at its epoch
+        strategy = trainer.strategy
+        unfrozen = any(p.requires_grad for p in pl_module.backbone.parameters())
+        if unfrozen and not self._wrapped_unfrozen and isinstance(strategy.model, DistributedDataParallel):
+            strategy.model = strategy.lightning_module
+            strategy.configure_ddp()  # every process at once: DDP also broadcasts rank 0's weights
+            self._wrapped_unfrozen = True

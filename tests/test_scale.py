@@ -1,6 +1,7 @@
 """Lightning's own DDP, 2 CPU processes (gloo): the same results as one process, exact resumes, nothing hangs."""
 
 import csv
+import json
 import os
 import re
 import signal
@@ -19,10 +20,10 @@ DDP = ("--trainer.devices", "2", "--trainer.strategy", "ddp")
 FIT = ("--trainer.max_epochs", "2", "--trainer.deterministic", "true")  # 21 steps a process an epoch
 
 
-def ddp(folder: Path, subcommand: str, *args: str, returncode: int = 0) -> str:
+def ddp(folder: Path, subcommand: str, *args: str, config: str = DIGITS, returncode: int = 0) -> str:
     """``cli.py`` on 2 processes, in a process of its own; returns what it printed."""
     # --config first: a --config after them would set devices and strategy back to the config's own.
-    command = [sys.executable, str(ROOT / "cli.py"), subcommand, "--config", DIGITS, *DDP, *args]
+    command = [sys.executable, str(ROOT / "cli.py"), subcommand, "--config", config, *DDP, *args]
     command += ["--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(folder / "logs")]
     folder.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -82,3 +83,16 @@ def test_two_process_run_killed_mid_epoch_resumes_like_an_uninterrupted_one(ddp_
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (1, 42)
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_two_process_transfer_learning_keeps_one_model_after_the_backbone_is_unfrozen(catdog_filtered_dir, tmp_path):
+    # DDP synchronises only what was trainable when it wrapped the model: without wrapping it again at the
+    # unfreeze, each process would go on training its own backbone (Lightning issue #20340).
+    checksums = tmp_path / "checksums.json"
+    tiny = ("--data.image_size", "32", "--data.augment", "[]", "--data.batch_size", "2", "--data.cache_dir", str(tmp_path / "cache"))
+    ddp(tmp_path, "fit", "--data.data_dir", str(catdog_filtered_dir), *tiny, "--model.net.init_args.weights", "null",
+        "--trainer.max_epochs", "2", "--trainer.callbacks.unfreeze_backbone_at_epoch=1",
+        "--trainer.callbacks+=tests.probes.ParameterChecksums", f"--trainer.callbacks.path={checksums}",
+        config=str(ROOT / "configs" / "catdog.yaml"))
+    first, second = json.loads(checksums.read_text())
+    assert first == second  # backbone and head: the same on both processes, to the last bit

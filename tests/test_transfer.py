@@ -70,6 +70,16 @@ def test_backbone_is_frozen_until_the_unfreeze_epoch(catdog_filtered_dir, plante
     assert torch.equal(predicted.model.net.net.conv1.weight, after.model.net.net.conv1.weight)  # no weights file needed
 
 
+def test_a_run_resumed_after_the_unfreeze_epoch_trains_its_backbone(catdog_filtered_dir):
+    unfreeze = ("--model.net.init_args.weights", "null", "--trainer.callbacks.unfreeze_backbone_at_epoch=1")
+    stopped = fit(catdog_filtered_dir, *unfreeze, "--trainer.max_epochs", "2")  # unfrozen in its second epoch
+    resumed = fit(catdog_filtered_dir, *unfreeze, "--trainer.max_epochs", "3", "--ckpt_path", "last")
+    assert resumed.trainer.current_epoch == 3 and len(resumed.trainer.optimizers[0].param_groups) == 2
+    assert all(p.requires_grad for p in resumed.model.net.backbone.parameters())
+    before, after = stopped.model.net.net.conv1.weight, resumed.model.net.net.conv1.weight
+    assert not torch.equal(before, after)  # the third epoch trained the backbone
+
+
 def test_missing_weights_say_which_file_to_place_where(catdog_filtered_dir, tmp_path):
     with pytest.raises(SystemExit) as error:
         fit(catdog_filtered_dir, "--trainer.fast_dev_run", "true")
