@@ -119,20 +119,16 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
     each process would train its own backbone (Lightning issue #20340): the model is wrapped again then.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._wrapped_unfrozen = False
-
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         self.freeze(pl_module.backbone, train_bn=self.train_bn)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch > self.unfreeze_backbone_at_epoch:  # a run resumed after the unfreeze
+        frozen = not all(p.requires_grad for p in pl_module.backbone.parameters())
+        if frozen and trainer.current_epoch > self.unfreeze_backbone_at_epoch:  # a run resumed after the unfreeze
             self.make_trainable(pl_module.backbone)
         super().on_train_epoch_start(trainer, pl_module)  # unfreezes at its epoch
+        unfrozen_now = frozen and all(p.requires_grad for p in pl_module.backbone.parameters())
         strategy = trainer.strategy
-        unfrozen = any(p.requires_grad for p in pl_module.backbone.parameters())
-        if unfrozen and not self._wrapped_unfrozen and isinstance(strategy.model, DistributedDataParallel):
+        if unfrozen_now and isinstance(strategy.model, DistributedDataParallel):
             strategy.model = strategy.lightning_module
             strategy.configure_ddp()  # every process at once: DDP also broadcasts rank 0's weights
-            self._wrapped_unfrozen = True
