@@ -234,6 +234,31 @@ def test_cache_is_filled_by_prepare_data_so_every_ddp_process_only_maps_it(mask_
     assert decoded == []
 
 
+def test_two_runs_building_one_cache_at_once_decode_it_once(mask_dir, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import datamodules.image_folder as reader
+
+    decoded = []
+    original = reader.read_images
+
+    def slow_read(*args, **kwargs):  # a build long enough for the second run to arrive in the middle of it
+        decoded.append(1)
+        time.sleep(0.5)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reader, "read_images", slow_read)
+    runs = [mask_module(mask_dir, cache_dir=str(tmp_path / "cache")) for _ in range(2)]
+    threads = [threading.Thread(target=run.setup, args=("fit",)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert decoded == [1]  # the second waited for the first's build, then mapped it
+    assert torch.equal(runs[0].train_set.images, runs[1].train_set.images)
+
+
 def test_exif_rotation_is_applied(tmp_path):
     from PIL import Image as PILImage
 
