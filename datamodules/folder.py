@@ -63,20 +63,19 @@ class ImageFolder(ImageClassificationDataModule):
         stage = self.trainer.state.fn if self.trainer is not None else None
         splits = ["test"] if stage in ("test", "predict") and self.roots["test"] is not None else ["train", "val"]
         for split in splits:
-            root = self.roots[split]
-            if root is not None and root.is_dir():
-                read_labelled_folder(root, self.class_names, self.image_shape, self.filename_pattern,
-                                     on_bad_image=self.on_bad_image, cache_dir=self.cache_dir)
+            if self.roots[split] is not None and self.roots[split].is_dir():
+                self._decode(self.roots[split])
 
     def expected_files(self) -> list[Path]:
         return [root for split, root in self.roots.items() if root is not None and split != "val"]
 
+    def _decode(self, root: Path) -> tuple[Tensor, Tensor, list[str], list[str]]:
+        return read_labelled_folder(root, self.class_names, self.image_shape, self.filename_pattern,
+                                    on_bad_image=self.on_bad_image, cache_dir=self.cache_dir)
+
     def _read(self, split: str) -> tuple[Tensor, Tensor]:
         root = self.roots[split]
-        images, labels, hashes, problems = read_labelled_folder(
-            root, self.class_names, self.image_shape, self.filename_pattern, on_bad_image=self.on_bad_image,
-            cache_dir=self.cache_dir,
-        )
+        images, labels, hashes, problems = self._decode(root)
         report_skipped(problems, root)
         if split == "train":
             self._file_hashes = hashes

@@ -14,13 +14,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torchinfo import summary
 
 
-def run_dir(trainer: L.Trainer) -> str:
+def run_dir(trainer: L.Trainer) -> str | None:
     """The run's log folder, as ``Trainer.log_dir`` gives it but without its broadcast: under DDP
     ``Trainer.log_dir`` is a collective, so code that runs on rank 0 alone would wait on it forever."""
     if not trainer.loggers:
         return trainer.default_root_dir
     logger = trainer.loggers[0]
     return logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+
+
+def from_every_process(trainer: L.Trainer, items: list) -> list:
+    """``items`` of every process together (each process's share of a split under DDP), on every process."""
+    if trainer.world_size == 1:
+        return items
+    shares = [None] * trainer.world_size
+    torch.distributed.all_gather_object(shares, items)
+    return [item for share in shares for item in share]
 
 
 class RunSummary(L.Callback):
@@ -83,10 +92,7 @@ class PredictionWriter(BasePredictionWriter):
         positions = [i for batch in (batch_indices[0] if batch_indices else []) for i in batch]
         columns = [torch.cat([p[key] for p in predictions]).tolist() for key in ("predicted", "confidence", "labels")]
         rows = list(zip(positions or range(len(columns[0])), *columns))
-        if trainer.world_size > 1:  # under DDP each process predicted its own share: rank 0 writes them all
-            shares = [None] * trainer.world_size
-            torch.distributed.all_gather_object(shares, rows)
-            rows = sorted(row for share in shares for row in share)
+        rows = sorted(from_every_process(trainer, rows))  # under DDP each process predicted its own share
         if trainer.is_global_zero:
             self._write(trainer, pl_module.class_names, rows)
 

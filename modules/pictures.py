@@ -19,7 +19,7 @@ from torch.nn import functional
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
-from modules.callbacks import run_dir
+from modules.callbacks import from_every_process, run_dir
 
 DPI = 100
 
@@ -220,10 +220,8 @@ class TensorBoardPictures(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         names = pl_module.class_names
-        if trainer.world_size > 1:  # under DDP each process tested its own share: the picture shows the whole set's worst
-            shares = [None] * trainer.world_size
-            torch.distributed.all_gather_object(shares, self._wrong)
-            self._wrong = sorted((w for share in shares for w in share), key=lambda w: -w[0])[: self.misclassified]
+        # Under DDP each process tested its own share: the picture shows the whole set's worst.
+        self._wrong = sorted(from_every_process(trainer, self._wrong), key=lambda w: -w[0])[: self.misclassified]
         if pl_module.latest_confusion.get("test") is not None and self._draws(trainer):
             figure = confusion_matrix_figure(pl_module.latest_confusion["test"], names)
             self._log_picture(trainer, "confusion_matrix/test", render(figure))
