@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -308,6 +309,21 @@ class ImageClassificationDataModule(L.LightningDataModule):
             **extra,
         )
 
+    def _evaluation_loader(self, dataset: InMemoryImages, split: str) -> DataLoader:
+        """Under DDP each process evaluates its own share, every image exactly once, so the synchronised metrics
+        equal one process's. (Lightning's default sampler would pad the last share with repeated images, counted
+        twice; shares that differ by one image are safe here, as evaluation makes no collective call per batch.)"""
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if processes == 1:
+            return self._loader(dataset)
+        if len(dataset) < processes:
+            raise DataError(
+                f"{self.task}: the {split} set has {len(dataset)} image(s), fewer than the {processes} processes, and "
+                "every process needs at least one. Use fewer devices (--trainer.devices) or a larger set."
+            )
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=processes, rank=self.trainer.global_rank, shuffle=False)
+        return self._loader(dataset, sampler=sampler)
+
     def train_dataloader(self) -> DataLoader:
         processes = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = EpochSampler(self.train_set, self.hparams.seed, *processes)  # Lightning sets its epoch
@@ -318,13 +334,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self.trainer.current_epoch, progress.processed
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+        return self._evaluation_loader(self.val_set, "validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        return self._evaluation_loader(self.test_set, "test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set if hasattr(self, "predict_set") else self.test_set)
+        if hasattr(self, "predict_set"):
+            return self._evaluation_loader(self.predict_set, "predict_dir")
+        return self._evaluation_loader(self.test_set, "test")
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch

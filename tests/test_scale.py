@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from cli import main
+from datamodules import DataError, Digits
+from datamodules.base import InMemoryImages
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "digits.yaml")
@@ -40,27 +43,38 @@ def one_process(folder: Path, subcommand: str, *args: str):
                  "--trainer.logger.init_args.save_dir", str(folder / "logs")])
 
 
+def accuracy(output: str, stage: str) -> float:
+    """The ``<stage>/acc`` of Lightning's results table in a run's output."""
+    return float(re.search(rf"{stage}/acc\s+([\d.]+)", output).group(1))
+
+
 @pytest.fixture(scope="module")
-def ddp_fit(tmp_path_factory) -> Path:
-    """A 2-epoch, 2-process fit, uninterrupted, and the test of its best checkpoint: its run folder."""
+def ddp_fit(tmp_path_factory) -> tuple[Path, str]:
+    """A 2-epoch, 2-process fit, uninterrupted, and the test of its best checkpoint: its run folder and output."""
     folder = tmp_path_factory.mktemp("straight")
-    ddp(folder, "fit", *FIT, "--test_after_fit", "true")
-    return folder / "logs" / "digits" / "version_0"
+    output = ddp(folder, "fit", *FIT, "--test_after_fit", "true")
+    return folder / "logs" / "digits" / "version_0", output
 
 
-def test_two_process_fit_validate_and_predict_match_one_process(ddp_fit, tmp_path, monkeypatch):
+def test_two_process_fit_validate_test_and_predict_match_one_process(ddp_fit, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["cli.py"])
-    assert [p.name for p in ddp_fit.parent.iterdir()] == ["version_0"]  # one run folder: rank 0 alone writes
-    checkpoints = sorted(p.name for p in (ddp_fit / "checkpoints").iterdir())
+    run, output = ddp_fit
+    assert [p.name for p in run.parent.iterdir()] == ["version_0"]  # one run folder: rank 0 alone writes
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert len(checkpoints) == 2 and "last.ckpt" in checkpoints and checkpoints[0].startswith("best-")
     pictures = {"inputs.png", "confusion_matrix_val.png", "confusion_matrix_test.png", "misclassified_test.png"}
-    assert pictures <= {p.name for p in ddp_fit.iterdir()}  # drawn by rank 0, the test's from every process's share
-    ckpt = str(ddp_fit / "checkpoints" / "last.ckpt")
-    # The digits validation split has 144 images: an even shard per process, no padding duplicates,
-    # so the accuracy synchronised across processes must equal the single-process figure exactly.
+    assert pictures <= {p.name for p in run.iterdir()}  # drawn by rank 0, the test's from every process's share
+    # The digits test split has 359 images, shares of 180 and 179: every image counted once (Lightning's own
+    # sampler would repeat one to even the shares), so the test accuracy equals one process's exactly.
+    best = str(run / "checkpoints" / checkpoints[0])
+    single_test = float(one_process(tmp_path, "test", "--ckpt_path", best).trainer.callback_metrics["test/acc"])
+    assert 0.3 < single_test <= 1 and accuracy(output, "test") == single_test
+    assert "replicates some samples" not in output  # Lightning's warning about padded shares
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    # Validation likewise (144 images, 72 a process): the synchronised accuracy equals one process's exactly.
     single = float(one_process(tmp_path, "validate", "--ckpt_path", ckpt).trainer.callback_metrics["val/acc"])
     assert 0.3 < single <= 1
-    assert float(re.search(r"val/acc\s+([\d.]+)", ddp(tmp_path, "validate", "--ckpt_path", ckpt)).group(1)) == single
+    assert accuracy(ddp(tmp_path, "validate", "--ckpt_path", ckpt), "val") == single
     # Each process predicts its own share; the CSV holds every image once, in order, as one process writes it.
     one_process(tmp_path, "predict", "--ckpt_path", ckpt, "--predictions.output", str(tmp_path / "one.csv"))
     ddp(tmp_path, "predict", "--ckpt_path", ckpt, "--predictions.output", str(tmp_path / "two.csv"))
@@ -78,7 +92,7 @@ def test_two_process_run_killed_mid_epoch_resumes_like_an_uninterrupted_one(ddp_
     assert (saved["epoch"], saved["global_step"]) == (1, 40)  # the step checkpoint, mid-epoch
     resumed = ddp(tmp_path, "fit", *FIT, "--ckpt_path", "last")
     assert resumed.count(f"Using {run / 'checkpoints' / 'last.ckpt'}") == 1  # said once, not once per process
-    a = torch.load(ddp_fit / "checkpoints" / "last.ckpt", weights_only=True)
+    a = torch.load(ddp_fit[0] / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (1, 42)
     for key, value in a["state_dict"].items():
@@ -96,3 +110,17 @@ def test_two_process_transfer_learning_keeps_one_model_after_the_backbone_is_unf
         config=str(ROOT / "configs" / "catdog.yaml"))
     first, second = json.loads(checksums.read_text())
     assert first == second  # backbone and head: the same on both processes, to the last bit
+
+
+def test_evaluation_shares_hold_every_image_once():
+    data = Digits()
+    data.setup("test")  # 359 images: shares of 120, 120 and 119 for 3 processes
+    shares = []
+    for rank in range(3):
+        data.trainer = SimpleNamespace(world_size=3, global_rank=rank, accelerator=None)
+        shares.append(list(data.test_dataloader().sampler))
+    assert [len(share) for share in shares] == [120, 120, 119]
+    assert sorted(i for share in shares for i in share) == list(range(359))
+    data.test_set = InMemoryImages(data.test_set.all_images[:2], data.test_set.all_labels[:2])
+    with pytest.raises(DataError, match="test set has 2 image.*fewer than the 3 processes.*--trainer.devices"):
+        data.test_dataloader()
