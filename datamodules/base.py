@@ -123,15 +123,30 @@ class ResumableLoader(DataLoader):
         super().__init__(*args, **kwargs)
         self.trained_batches = trained_batches  # (epoch, batches of it the trainer has finished)
 
+    def epoch_facts(self) -> dict[str, int]:
+        """What an epoch's order and its number of steps follow from."""
+        processes = self.sampler.num_replicas if isinstance(self.sampler, EpochSampler) else 1
+        return {"images": len(self.dataset), "processes": processes, "batch_size": self.batch_size}
+
     def state_dict(self) -> dict[str, int]:
         epoch, done = self.trained_batches()
         if done >= len(self):  # a checkpoint at the end of an epoch: the next one starts from its beginning
             epoch, done = epoch + 1, 0
-        return {"epoch": epoch, "samples_done": done * self.batch_size}
+        return {"epoch": epoch, "samples_done": done * self.batch_size, **self.epoch_facts()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if isinstance(self.sampler, EpochSampler):
-            self.sampler.resume_at = (state["epoch"], state["samples_done"])
+        if not isinstance(self.sampler, EpochSampler):  # overfit_batches: Lightning's own sequential sampler
+            return
+        saved, now = {k: state[k] for k in self.epoch_facts() if k in state}, self.epoch_facts()
+        if state["samples_done"] and any(saved[k] != now[k] for k in saved):
+            describe = lambda facts: ", ".join(f"{k} {v}" for k, v in facts.items())  # noqa: E731
+            raise DataError(
+                f"the checkpoint stopped part way through an epoch of a run with {describe(saved)} (per process); "
+                f"this run has {describe({k: now[k] for k in saved})}. An epoch's order follows from these, so the "
+                "run cannot go on where it stopped. Resume with the same --trainer.devices, --trainer.num_nodes, "
+                "--data.batch_size and data, or from a checkpoint written at the end of an epoch."
+            )
+        self.sampler.resume_at = (state["epoch"], state["samples_done"])
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:

@@ -104,6 +104,20 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "test")  # the logits feed the misclassified-images picture
 
+    def on_train_start(self) -> None:
+        # A resumed run restores its schedule; one built for the whole run's steps (OneCycleLR's total_steps)
+        # would otherwise fail part way ("Tried to step N times") when this run's length differs.
+        steps = int(self.trainer.estimated_stepping_batches)
+        for scheduler in self.trainer.lr_scheduler_configs:
+            budget = getattr(scheduler.scheduler, "total_steps", None)
+            if budget is not None and budget < steps:
+                raise ConfigError(
+                    f"the checkpoint's {type(scheduler.scheduler).__name__} was built for the {budget} steps of the run "
+                    f"that wrote it; this run takes {steps} (max_epochs x steps an epoch, which follow from the training "
+                    "images, batch_size, number of processes and accumulate_grad_batches). A schedule over the whole "
+                    "run cannot grow part way: resume with the settings it was trained with, or start a new run."
+                )
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 

@@ -132,6 +132,17 @@ def test_resume_from_last_continues_where_it_stopped(capsys):
     assert (continued["epoch"], continued["global_step"]) == (straight["epoch"], straight["global_step"]) == (1, 6)
 
 
+def test_resume_that_would_outgrow_a_whole_run_schedule_is_refused(mnist_dir):
+    # configs/mnist.yaml's OneCycleLR spans the run's steps (2 here): more epochs would make it fail part way.
+    common = ("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+    cli("mnist", "fit", "--trainer.max_epochs", "1", *common, data_dir=mnist_dir)
+    last = Path("lightning_logs/mnist/version_0/checkpoints/last.ckpt")
+    before = last.read_bytes()
+    with pytest.raises(SystemExit, match=r"OneCycleLR was built for the 2 steps of the run that wrote it; this run takes 4"):
+        cli("mnist", "fit", "--trainer.max_epochs", "2", "--ckpt_path", "last", *common, data_dir=mnist_dir)
+    assert last.read_bytes() == before
+
+
 def test_ckpt_path_file_restores_the_trained_network(mnist_dir):
     cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
     ckpt = next(Path("lightning_logs/mnist/version_0/checkpoints").glob("best-*.ckpt"))

@@ -26,6 +26,13 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     saved = torch.load(tmp_path / "killed/digits/version_0/checkpoints/last.ckpt", weights_only=True)
     assert (saved["epoch"], saved["global_step"]) == (1, 60)  # the step checkpoint, mid-epoch
+    # Another batch size would give the epoch another order: refused, with the fix, and the checkpoint kept.
+    last = tmp_path / "killed/digits/version_0/checkpoints/last.ckpt"
+    before = last.read_bytes()
+    refused = fit(tmp_path, "killed", "--ckpt_path", "last", "--data.batch_size", "16")
+    assert refused.returncode == 1 and "error: the checkpoint stopped part way through an epoch" in refused.stderr
+    assert "batch_size 32" in refused.stderr and "Resume with the same" in refused.stderr
+    assert last.read_bytes() == before
     resumed = fit(tmp_path, "killed", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "not resumable" not in resumed.stderr
