@@ -107,13 +107,13 @@ class ClassifierModule(L.LightningModule):
     def on_train_start(self) -> None:
         # A resumed run restores its schedule; one built for the whole run's steps (OneCycleLR's total_steps)
         # would otherwise fail part way ("Tried to step N times") when this run's length differs.
-        steps = int(self.trainer.estimated_stepping_batches)
         for scheduler in self.trainer.lr_scheduler_configs:
             budget = getattr(scheduler.scheduler, "total_steps", None)
+            steps = self.trainer.estimated_stepping_batches if budget is not None else 0  # inf: max_epochs -1
             if budget is not None and budget < steps:
                 raise ConfigError(
                     f"the checkpoint's {type(scheduler.scheduler).__name__} was built for the {budget} steps of the run "
-                    f"that wrote it; this run takes {steps} (max_epochs x steps an epoch, which follow from the training "
+                    f"that wrote it; this run takes {steps:.0f} (max_epochs x steps an epoch, which follow from the training "
                     "images, batch_size, number of processes and accumulate_grad_batches). A schedule over the whole "
                     "run cannot grow part way: resume with the settings it was trained with, or start a new run."
                 )
