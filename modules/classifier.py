@@ -118,6 +118,13 @@ class ClassifierModule(L.LightningModule):
                     "run cannot grow part way: resume with the settings it was trained with, or start a new run."
                 )
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A max_steps budget that ends part way through an epoch: Lightning would stop before that epoch's
+        # validation, and early stopping, the plateau scheduler and the best checkpoint would find no val/ metric.
+        # Asking it to stop here makes it validate first.
+        if 0 < self.trainer.max_steps <= self.global_step:
+            self.trainer.should_stop = True
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 

@@ -271,3 +271,10 @@ def test_freed_memory_is_kept_for_reuse_unless_the_user_tunes_malloc():
     assert default > 5 * 5000  # glibc trims freed blocks off the heap: their pages fault in again (5,000 per 20 MiB)
     assert faults("keep") < default / 5
     assert faults("keep", MALLOC_ARENA_MAX="2") > default / 2  # the user's own malloc settings win
+
+
+def test_max_steps_part_way_through_an_epoch_validates_before_stopping():
+    # digits: 41 steps an epoch. Early stopping, the plateau scheduler and the best checkpoint all watch val/ metrics.
+    run = cli("digits", "fit", "--trainer.max_steps", "5", "--data.batch_size", "32")
+    assert run.trainer.global_step == 5 and "val/acc" in run.trainer.callback_metrics
+    assert list(Path("lightning_logs/digits/version_0/checkpoints").glob("best-epoch=0-*.ckpt"))
