@@ -187,6 +187,9 @@ class ClassifierModule(L.LightningModule):
                     f"set scheduler.init_args.mode to {'max' if wants_max else 'min'!r}."
                 )
         config = {"scheduler": scheduler, "interval": "step" if needs_budget else "epoch"}
+        if isinstance(scheduler, ReduceLROnPlateau):
+            # Stepped after the epochs that validate (trainer.check_val_every_n_epoch), when its metric exists.
+            config["frequency"] = self.trainer.check_val_every_n_epoch or 1
         # Lightning raises if the monitored metric is missing, so a plateau scheduler is never silently inert.
         config["monitor"] = self.hparams.scheduler_monitor
         return {"optimizer": optimizer, "lr_scheduler": config}

@@ -211,6 +211,13 @@ def test_plateau_scheduler_watching_accuracy_must_maximise():
         cli("digits", "fit", "--trainer.fast_dev_run", "true", "--model.scheduler_monitor", "val/acc")
 
 
+def test_plateau_scheduler_steps_after_the_epochs_that_validate():
+    # digits.yaml's ReduceLROnPlateau watches val/loss; validating every 2nd epoch, it steps every 2nd epoch.
+    run = cli("digits", "fit", "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "3",
+              "--trainer.check_val_every_n_epoch", "2")
+    assert run.trainer.current_epoch == 4 and run.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
+
+
 def test_plateau_scheduler_without_validation_is_an_error_not_inert():
     model = ClassifierModule(
         net=partial(MLP, in_features=64),
