@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -53,9 +53,12 @@ class ClassifierCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.trainer.precision is None:
             config.trainer.precision = default_precision(config.trainer.accelerator)
-        if config.trainer.get("enable_progress_bar") is False and config.trainer.get("callbacks"):
-            # The configs name their progress bar (for its refresh rate); the trainer's switch turns that one off too.
-            config.trainer.callbacks = [c for c in config.trainer.callbacks if not is_progress_bar(c)]
+        # A trainer switch that turns a feature off also drops the configured callbacks that need it (the configs
+        # name their progress bar, checkpoints and learning-rate monitor); Lightning would refuse the combination.
+        for switched_off, needs in (("enable_progress_bar", ProgressBar), ("enable_checkpointing", ModelCheckpoint),
+                                    ("logger", LearningRateMonitor)):
+            if config.trainer.get(switched_off) is False and config.trainer.get("callbacks"):
+                config.trainer.callbacks = [c for c in config.trainer.callbacks if not is_a(c, needs)]
         if hasattr(config.trainer.logger, "init_args") and not config.trainer.get("fast_dev_run"):
             check_writable(Path(config.trainer.logger.init_args.save_dir))
         if self.subcommand == "fit" and config.get("ckpt_path"):
@@ -79,7 +82,7 @@ class ClassifierCLI(LightningCLI):
             return
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
-            rank_zero_only(print)("test_after_fit: no best checkpoint was saved (is validation off?); testing the final weights.")
+            rank_zero_only(print)("test_after_fit: no best checkpoint (checkpointing or validation is off); testing the final weights.")
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
     def after_instantiate_classes(self) -> None:
@@ -90,12 +93,12 @@ class ClassifierCLI(LightningCLI):
             )
 
 
-def is_progress_bar(callback) -> bool:
-    """Whether a configured callback (``class_path`` and ``init_args``, or an object) is a progress bar."""
+def is_a(callback, kind: type) -> bool:
+    """Whether a configured callback (``class_path`` and ``init_args``, or an object) is a ``kind``."""
     if not hasattr(callback, "class_path"):
-        return isinstance(callback, ProgressBar)
+        return isinstance(callback, kind)
     module, _, name = callback.class_path.rpartition(".")
-    return issubclass(getattr(importlib.import_module(module), name), ProgressBar)
+    return issubclass(getattr(importlib.import_module(module), name), kind)
 
 
 def check_writable(folder: Path) -> None:

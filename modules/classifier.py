@@ -90,7 +90,8 @@ class ClassifierModule(L.LightningModule):
         accuracy.update(logits, labels)
         if stage != "train":
             getattr(self, f"{stage}_confusion").update(logits, labels)
-        if stage == "train" and self.global_step % self.trainer.log_every_n_steps == 0:
+        every = self.trainer.log_every_n_steps if stage == "train" else 0  # 0: never
+        if every and self.global_step % every == 0:
             # The running loss, for the progress bar and TensorBoard, at the logging cadence.
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return {"loss": loss, "logits": logits.detach()}
@@ -104,18 +105,18 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "test")  # the logits feed the misclassified-images picture
 
-    def on_train_start(self) -> None:
-        # A resumed run restores its schedule; one built for the whole run's steps (OneCycleLR's total_steps)
-        # would otherwise fail part way ("Tried to step N times") when this run's length differs.
-        for scheduler in self.trainer.lr_scheduler_configs:
-            budget = getattr(scheduler.scheduler, "total_steps", None)
-            steps = self.trainer.estimated_stepping_batches if budget is not None else 0  # inf: max_epochs -1
-            if budget is not None and budget < steps:
+    def on_fit_start(self) -> None:
+        """Settings that would stop the run part way are refused before it starts."""
+        if self.trainer.limit_val_batches == 0:
+            callbacks = [c for c in self.trainer.callbacks if str(getattr(c, "monitor", "")).startswith("val/")]
+            plateaus = [c for c in self.trainer.lr_scheduler_configs if c.reduce_on_plateau]
+            watchers = [f"{type(c).__name__} ({c.monitor})" for c in callbacks]
+            watchers += [f"{type(c.scheduler).__name__} ({c.monitor})" for c in plateaus]
+            if watchers:
                 raise ConfigError(
-                    f"the checkpoint's {type(scheduler.scheduler).__name__} was built for the {budget} steps of the run "
-                    f"that wrote it; this run takes {steps:.0f} (max_epochs x steps an epoch, which follow from the training "
-                    "images, batch_size, number of processes and accumulate_grad_batches). A schedule over the whole "
-                    "run cannot grow part way: resume with the settings it was trained with, or start a new run."
+                    f"validation is off (trainer.limit_val_batches=0), but {', '.join(watchers)} watch validation "
+                    "metrics and would stop the run at the first epoch's end. Keep validation on, or use a copy of "
+                    "the config without them."
                 )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -167,6 +168,18 @@ class ClassifierModule(L.LightningModule):
         # bookkeeping of another run folder, early-stopping counters) would be restored into a new run.
         if self.trainer.state.fn != TrainerFn.FITTING:
             checkpoint.pop("callbacks", None)
+            return
+        # A schedule built for the whole run's steps (OneCycleLR's total_steps) is restored as it was; a run
+        # longer than that would fail part way ("Tried to step N times"), so it is refused before it starts.
+        for state in checkpoint.get("lr_schedulers", []):
+            budget = state.get("total_steps")
+            if budget is not None and budget < (steps := self.trainer.estimated_stepping_batches):
+                raise ConfigError(
+                    f"the checkpoint's learning-rate schedule was built for the {budget} steps of the run that wrote "
+                    f"it; this run takes {steps:.0f} (max_epochs x steps an epoch, which follow from the training "
+                    "images, batch_size, number of processes and accumulate_grad_batches). A schedule over the whole "
+                    "run cannot grow part way: resume with the settings it was trained with, or start a new run."
+                )
 
     def configure_optimizers(self) -> Any:
         # Only trainable parameters: a BackboneFinetuning callback adds the frozen backbone later as its own group.

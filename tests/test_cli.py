@@ -18,6 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from cli import main
 from datamodules import Digits
 from modules import ClassifierModule
+from modules.classifier import ConfigError
 from modules.nets import MLP
 from tests.conftest import N_TEST
 
@@ -105,6 +106,23 @@ def test_progress_bar_follows_the_config_and_the_trainer_switch():
     assert hidden.trainer.progress_bar_callback is None and hidden.trainer.state.finished
 
 
+def test_switching_off_checkpoints_or_the_logger_drops_the_configured_callbacks_that_need_them(capsys):
+    """Lightning refuses ModelCheckpoint without checkpointing and LearningRateMonitor without a logger."""
+    common = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--test_after_fit", "true")
+    unsaved = cli("digits", "fit", *common, "--trainer.enable_checkpointing", "false")
+    assert unsaved.trainer.checkpoint_callbacks == [] and "test/acc" in unsaved.trainer.callback_metrics
+    assert not list(Path("lightning_logs").rglob("*.ckpt"))
+    assert "no best checkpoint (checkpointing or validation is off); testing the final weights" in capsys.readouterr().out
+    unlogged = cli("digits", "fit", *common, "--trainer.logger", "false", "--trainer.default_root_dir", "quiet")
+    assert unlogged.trainer.logger is None and "test/acc" in unlogged.trainer.callback_metrics
+    assert list(Path("quiet/checkpoints").glob("best-*.ckpt"))  # beside Lightning's default_root_dir
+
+
+def test_running_loss_logging_can_be_switched_off():
+    run = cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "0")
+    assert "train/loss_step" not in run.trainer.callback_metrics and "train/loss" in run.trainer.callback_metrics
+
+
 def test_epoch_metrics_are_whole_set_figures(mnist_dir):
     """test/loss and test/acc are means over every image however the batches fall (20 images in 8 + 8 + 4)."""
     cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
@@ -138,7 +156,7 @@ def test_resume_that_would_outgrow_a_whole_run_schedule_is_refused(mnist_dir):
     cli("mnist", "fit", "--trainer.max_epochs", "1", *common, data_dir=mnist_dir)
     last = Path("lightning_logs/mnist/version_0/checkpoints/last.ckpt")
     before = last.read_bytes()
-    with pytest.raises(SystemExit, match=r"OneCycleLR was built for the 2 steps of the run that wrote it; this run takes 4"):
+    with pytest.raises(SystemExit, match=r"schedule was built for the 2 steps of the run that wrote it; this run takes 4"):
         cli("mnist", "fit", "--trainer.max_epochs", "2", "--ckpt_path", "last", *common, data_dir=mnist_dir)
     assert last.read_bytes() == before
 
@@ -225,8 +243,15 @@ def test_plateau_scheduler_without_validation_is_an_error_not_inert():
         scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min"),
     )
     trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    with pytest.raises(Exception, match="ReduceLROnPlateau conditioned on metric val/loss which is not available"):
+    with pytest.raises(ConfigError, match=r"validation is off .* ReduceLROnPlateau \(val/loss\) watch validation metrics"):
         trainer.fit(model, datamodule=Digits())
+
+
+def test_validation_off_names_what_watches_its_metrics_before_training():
+    with pytest.raises(SystemExit, match=r"validation is off \(trainer.limit_val_batches=0\), but EarlyStopping \(val/acc\), "
+                       r"ModelCheckpoint \(val/acc\), ReduceLROnPlateau \(val/loss\) watch"):
+        cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0")
+    assert not list(Path("lightning_logs").rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize(
