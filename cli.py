@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from datamodules import ImageClassificationDataModule
 from datamodules.errors import DataError
@@ -210,10 +211,14 @@ def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = Classif
         sys.exit(f"error: {cause}")
 
 
+# Errors whose message says what to change: the project's own, and Lightning's for a setting it cannot use.
+USER_ERRORS = (DataError, ConfigError, WeightsUnavailableError, CheckpointWriteError, MisconfigurationException)
+
+
 def user_error(error: BaseException | None) -> BaseException | None:
-    """The project's own error behind ``error``, if any: jsonargparse wraps errors raised while instantiating."""
+    """The user-fixable error behind ``error``, if any: jsonargparse wraps errors raised while instantiating."""
     while error is not None:
-        if isinstance(error, (DataError, ConfigError, WeightsUnavailableError, CheckpointWriteError)):
+        if isinstance(error, USER_ERRORS):
             return error
         error = error.__cause__ or error.__context__
     return None

@@ -14,6 +14,7 @@ from statistics import median
 import torch
 import yaml
 from lightning.pytorch.cli import instantiate_class
+from lightning.pytorch.plugins.precision import Precision
 from torchvision.transforms import v2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,7 @@ def datamodule(task: str, augment: list | None, device: str):
 
     class Training:  # stands in for the trainer: augmentation runs while training
         training = True
+        precision_plugin = Precision()  # 32-true: batches stay float32
 
     dm.trainer = Training()
     images = torch.randint(0, 256, (settings["batch_size"], *dm.image_shape), dtype=torch.uint8, device=device)

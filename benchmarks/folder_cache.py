@@ -12,6 +12,7 @@ import tempfile
 import time
 
 import kornia.augmentation as K
+from lightning.pytorch.plugins.precision import Precision
 
 from datamodules import CatsDogs
 
@@ -27,6 +28,7 @@ def one_run(data_dir: str, cache_dir: str, image_size: int) -> tuple[float, floa
 
     class Training:  # stands in for the trainer, so augmentation runs as in a training epoch
         training = True
+        precision_plugin = Precision()  # 32-true: batches stay float32
         current_epoch = 0  # the training sampler draws its order from the epoch
 
     loader = data.train_dataloader()

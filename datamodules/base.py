@@ -185,6 +185,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if not (0 < val_split < 1 or (val_split >= 1 and float(val_split).is_integer())):
             raise DataError(f"val_split={val_split}: give a fraction of the training set (0 < f < 1) or a whole number of images.")
+        if batch_size < 1 or num_workers < 0:
+            raise DataError(
+                f"batch_size={batch_size}, num_workers={num_workers}: give at least 1 image per batch, and 0 (load in "
+                "the training process, the fast path for sets held in memory) or more worker processes."
+            )
         self.save_hyperparameters(ignore=["augment", "transforms"])
         self.data_dir = Path(data_dir).expanduser()
         self.augment = nn.Sequential(*(augment or []))
@@ -274,6 +279,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 self.val_set = InMemoryImages(*self._checked(*shipped, split="validation"))
             else:
                 train, val = grouped_split(labels, self.file_keys(len(labels)), self.hparams.val_split, self.hparams.seed)
+                if len(train) == 0:
+                    raise DataError(
+                        f"{self.task}: val_split={self.hparams.val_split} takes all {len(labels)} training images for "
+                        "validation. Leave some for training: a fraction below 1, or fewer images."
+                    )
                 self.train_set = InMemoryImages(images, labels, train)
                 self.val_set = InMemoryImages(images, labels, val)
         if stage in ("test", "predict") and not hasattr(self, "test_set"):
@@ -342,7 +352,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         processes = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = EpochSampler(self.train_set, self.hparams.seed, *processes)  # Lightning sets its epoch
-        return self._loader(self.train_set, ResumableLoader, sampler=sampler, trained_batches=self._trained_batches)
+        # A last batch of one image would stop BatchNorm in training ("Expected more than 1 value per channel").
+        drop_last = len(sampler) % self.hparams.batch_size == 1
+        return self._loader(
+            self.train_set, ResumableLoader, sampler=sampler, drop_last=drop_last, trained_batches=self._trained_batches
+        )
 
     def _trained_batches(self) -> tuple[int, int]:
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
@@ -362,9 +376,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
         x = images.float().div_(255)
-        if self.trainer is not None and self.trainer.training:
+        if self.trainer is None:
+            return self.transforms(x), labels
+        if self.trainer.training:
             x = self._augment(x)
-        return self.transforms(x), labels
+        # Lightning converts a batch to the precision's dtype (64-true, 16-true...) before this hook, when it is uint8.
+        return self.trainer.precision_plugin.convert_input(self.transforms(x)), labels
 
     def _augment(self, x: Tensor) -> Tensor:
         for module in self.augment:

@@ -45,7 +45,12 @@ class RunSummary(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         shape = pl_module.hparams.get("input_shape")
         if shape is not None:
-            print(summary(pl_module.net, input_size=(2, *shape), device=pl_module.device, depth=self.depth, mode="eval", verbose=0))
+            dtype = next(pl_module.net.parameters()).dtype  # float64, bfloat16... under the "-true" precisions
+            blank = torch.zeros(2, *shape, dtype=dtype, device=pl_module.device)
+            try:
+                print(summary(pl_module.net, input_data=blank, depth=self.depth, mode="eval", verbose=0))
+            except Exception as exc:  # the summary is a nicety, not worth a failed run
+                print(f"Network summary skipped: torchinfo could not run {type(pl_module.net).__name__} ({exc}).")
         data = trainer.datamodule
         lines = [f"Classes ({len(pl_module.class_names)}): {', '.join(pl_module.class_names)}"]
         for split in ("train_set", "val_set"):

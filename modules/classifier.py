@@ -47,6 +47,8 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         if scheduler_monitor not in METRICS:
             raise ConfigError(f"scheduler_monitor={scheduler_monitor!r} is not a logged metric; use one of {METRICS}.")
+        if not 0 <= label_smoothing <= 1:
+            raise ConfigError(f"label_smoothing={label_smoothing}: give a share between 0 (none) and 1.")
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)

@@ -161,7 +161,8 @@ class TensorBoardPictures(L.Callback):
             try:
                 with warnings.catch_warnings():  # TensorBoard's only graph exporter is torch.jit.trace, deprecated in torch 2.10+
                     warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-                    trainer.logger.experiment.add_graph(pl_module.net.eval(), torch.zeros(1, *shape, device=pl_module.device))
+                    blank = torch.zeros(1, *shape, device=pl_module.device, dtype=next(pl_module.net.parameters()).dtype)
+                    trainer.logger.experiment.add_graph(pl_module.net.eval(), blank)
             except Exception as exc:  # some networks cannot be traced; the graph is a nicety, not worth a failed run
                 print(f"TensorBoard graph skipped: {type(pl_module.net).__name__} could not be traced ({exc}).")
             finally:

@@ -269,6 +269,26 @@ def test_config_mistakes_are_named(arguments, message, capsys):
     assert "error:" in error and message in error
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--model.label_smoothing", "1.5"], "label_smoothing=1.5: give a share between 0 (none) and 1."),
+        (["--trainer.devices", "0"], "`Trainer(devices='0')` value is not a valid input using cpu accelerator."),  # Lightning's
+    ],
+)
+def test_impossible_settings_stop_with_the_message_alone(arguments, message):
+    with pytest.raises(SystemExit) as done:
+        cli("digits", "fit", "--trainer.fast_dev_run", "true", *arguments)
+    assert done.value.code == f"error: {message}"  # no traceback: the message says what to change
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true"])
+def test_precisions_that_change_the_model_dtype_train_validate_and_test(precision):
+    run = cli("digits", "fit", "--trainer.fast_dev_run", "true", "--trainer.precision", precision, "--test_after_fit", "true")
+    assert run.model.net.layers[1].weight.dtype == {"64-true": torch.float64, "bf16-true": torch.bfloat16}[precision]
+    assert run.trainer.state.finished
+
+
 def test_checkpoint_of_another_task_names_both_class_lists(cifar_pickle_dir, mnist_dir):
     cli("cifar10", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", data_dir=cifar_pickle_dir)
     ckpt = "lightning_logs/cifar10/version_0/checkpoints/last.ckpt"

@@ -5,6 +5,7 @@ from pathlib import Path
 import kornia.augmentation as K
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from torchvision.transforms import v2
 
 from datamodules import CIFAR10, MNIST, SVHN, DataError, DataNotFoundError, Digits
@@ -78,6 +79,7 @@ def test_augment_draws_per_image_in_training_only(svhn_dir, augment):
 
     class Stage:  # stands in for the trainer: augmentation only while training
         training = True
+        precision_plugin = Precision()  # 32-true: batches stay float32
 
     dm.trainer = Stage()
     augmented, _ = dm.on_after_batch_transfer(batch, 0)
@@ -153,6 +155,26 @@ def test_undecodable_image_is_named(cifar_folder_dir: Path):
 def test_val_split_must_be_a_fraction():
     with pytest.raises(DataError, match="val_split"):
         Digits(val_split=1.5)
+
+
+def test_val_split_must_leave_training_images():
+    with pytest.raises(DataError, match=r"val_split=5000 takes all 1438 training images for validation\. Leave some"):
+        Digits(val_split=5000).setup("fit")
+
+
+@pytest.mark.parametrize(("batch_size", "num_workers"), [(0, 0), (-3, 0), (8, -1)])
+def test_loader_settings_must_be_possible(batch_size, num_workers):
+    with pytest.raises(DataError, match=f"batch_size={batch_size}, num_workers={num_workers}: give at least 1 image"):
+        Digits(batch_size=batch_size, num_workers=num_workers)
+
+
+@pytest.mark.parametrize(("batch_size", "batches"), [(3, 431), (32, 41)])  # 1,294 training images: 431 x 3 + 1
+def test_training_never_ends_an_epoch_on_a_batch_of_one_image(batch_size, batches):
+    """BatchNorm cannot train on one image ("Expected more than 1 value per channel"): such a batch is left out."""
+    data = Digits(batch_size=batch_size)
+    data.setup("fit")
+    sizes = [len(labels) for _, labels in data.train_dataloader()]
+    assert len(sizes) == batches and min(sizes) > 1
 
 
 def test_out_of_range_idx_labels_are_refused(mnist_dir):
