@@ -41,6 +41,8 @@ class ImageFolder(ImageClassificationDataModule):
         cache_dir: str | None = None,
         **kwargs,
     ) -> None:
+        if image_size < 1:
+            raise DataError(f"image_size={image_size}: give the side, in pixels, that images are resized to.")
         self.image_shape = (channels, image_size, image_size)
         super().__init__(data_dir=data_dir, **kwargs)
         self.roots = {"train": self.data_dir / train_dir, "test": self.data_dir / test_dir if test_dir else None}

@@ -135,21 +135,33 @@ def cached_read_images(
     folder = hashlib.sha1(str(paths[0].parent.resolve()).encode()).hexdigest()[:10]
     entry = cache_dir.expanduser() / f"{folder}-{fingerprint.hexdigest()[:16]}"
     array, meta = entry.with_suffix(".npy"), entry.with_suffix(".json")
-    array.parent.mkdir(parents=True, exist_ok=True)
-    # One builder at a time (two runs at once, DDP machines sharing the folder); the others wait, then map it.
-    with FileLock(entry.with_suffix(".lock")):
-        if not (array.is_file() and meta.is_file()):
-            partial = entry.with_suffix(".npy.partial")
-            mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_shape))
-            _, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image, out=torch.from_numpy(mapped))
-            mapped.flush()
-            del mapped
-            os.replace(partial, array)  # whole files only: an interrupted build leaves no half cache behind
-            meta.with_suffix(".json.partial").write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
-            os.replace(meta.with_suffix(".json.partial"), meta)
-            for stale in array.parent.glob(f"{folder}-*"):  # earlier versions of this folder's cache
-                if stale.stem != entry.name and stale.suffix in (".npy", ".json"):
-                    stale.unlink()
+    partial = entry.with_suffix(".npy.partial")
+    try:
+        array.parent.mkdir(parents=True, exist_ok=True)
+        # One builder at a time (two runs at once, DDP machines sharing the folder); the others wait, then map it.
+        with FileLock(entry.with_suffix(".lock")):
+            if not (array.is_file() and meta.is_file()):
+                try:
+                    shape = (len(paths), *image_shape)
+                    mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+                    out = torch.from_numpy(mapped)
+                    _, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image, out=out)
+                    mapped.flush()
+                    del mapped, out
+                except OSError:
+                    partial.unlink(missing_ok=True)  # a full disk: give back what the half-built cache took
+                    raise
+                os.replace(partial, array)  # whole files only: an interrupted build leaves no half cache behind
+                meta.with_suffix(".json.partial").write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
+                os.replace(meta.with_suffix(".json.partial"), meta)
+                for stale in array.parent.glob(f"{folder}-*"):  # earlier versions of this folder's cache
+                    if stale.stem != entry.name and stale.suffix in (".npy", ".json"):
+                        stale.unlink()
+    except OSError as exc:
+        raise DataError(
+            f"image cache in {cache_dir}: {exc}. Choose a writable --data.cache_dir with room for the decoded "
+            f"images ({len(paths)} x {'x'.join(map(str, image_shape))} bytes), or null to decode into memory."
+        ) from exc
     info = json.loads(meta.read_text())
     images = torch.from_numpy(np.load(array, mmap_mode="c"))  # copy-on-write: pages load on demand
     return images[: len(info["kept"])], info["kept"], info["hashes"], info["problems"]

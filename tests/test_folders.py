@@ -259,6 +259,29 @@ def test_two_runs_building_one_cache_at_once_decode_it_once(mask_dir, tmp_path, 
     assert torch.equal(runs[0].train_set.images, runs[1].train_set.images)
 
 
+def test_cache_that_cannot_be_written_is_named_and_leaves_no_partial_file(mask_dir, tmp_path, monkeypatch):
+    import errno
+
+    import datamodules.image_folder as reader
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match=r"image cache in .*a_file/cache: .*Not a directory.*--data.cache_dir"):
+        mask_module(mask_dir, cache_dir=str(tmp_path / "a_file" / "cache")).setup("fit")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reader, "read_images", disk_full)
+    with pytest.raises(DataError, match=r"No space left on device\. Choose a writable --data.cache_dir with room"):
+        mask_module(mask_dir, cache_dir=str(tmp_path / "cache")).setup("fit")
+    assert not list((tmp_path / "cache").glob("*.partial"))  # the half-built cache gave its space back
+
+
+def test_image_size_must_be_positive(mask_dir):
+    with pytest.raises(DataError, match="image_size=0: give the side, in pixels"):
+        FaceMask(data_dir=str(mask_dir), train_dir="image", image_size=0)
+
+
 def test_exif_rotation_is_applied(tmp_path):
     from PIL import Image as PILImage
 
