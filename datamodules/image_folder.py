@@ -103,7 +103,7 @@ def read_images(
     mode = {1: "L", 3: "RGB"}[channels]
     images = torch.empty((len(paths), *image_shape), dtype=torch.uint8) if out is None else out
     kept, hashes, problems = [], [], []
-    for i, path in enumerate(tqdm(paths, desc=f"Decoding {paths[0].parent.parent.name}/…" if paths else "", unit="img", mininterval=2.0, leave=False)):
+    for i, path in enumerate(tqdm(paths, desc=f"Decoding {Path(os.path.commonpath(paths)).name}" if paths else "", unit="img", mininterval=2.0, leave=False)):
         data = path.read_bytes()
         try:
             image = load_image(data, path, mode, height if resize else None)
