@@ -61,7 +61,15 @@ class ClassifierCLI(LightningCLI):
             if config.trainer.get(switched_off) is False and config.trainer.get("callbacks"):
                 config.trainer.callbacks = [c for c in config.trainer.callbacks if not is_a(c, needs)]
         if hasattr(config.trainer.logger, "init_args") and not config.trainer.get("fast_dev_run"):
-            check_writable(Path(config.trainer.logger.init_args.save_dir))
+            check_writable(Path(config.trainer.logger.init_args.save_dir), "logs and checkpoints",
+                           "--trainer.logger.init_args.save_dir PATH")
+        if self.subcommand == "predict" and config.predictions.output:  # found out before predicting, not after
+            check_writable(Path(config.predictions.output).expanduser().parent, "predictions", "--predictions.output PATH")
+        if self.subcommand != "fit" and not config.get("ckpt_path"):
+            rank_zero_only(print)(
+                f"No --ckpt_path: {self.subcommand} runs the network as the config builds it, untrained. "
+                "Add --ckpt_path best (the newest run's best checkpoint), last, or the path of a .ckpt file."
+            )
         if self.subcommand == "fit" and config.get("ckpt_path"):
             resume_in_place(config)
         net = config.model.init_args.net
@@ -102,17 +110,14 @@ def is_a(callback, kind: type) -> bool:
     return issubclass(getattr(importlib.import_module(module), name), kind)
 
 
-def check_writable(folder: Path) -> None:
-    """Logs and checkpoints go here: find out before training, not at the first checkpoint."""
+def check_writable(folder: Path, what: str, option: str) -> None:
+    """``what`` goes into ``folder``: find out before the work, not when the first file is written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ConfigError(
-            f"cannot write logs and checkpoints to {folder}: {exc.strerror or exc}. "
-            "Choose a writable folder with --trainer.logger.init_args.save_dir PATH."
-        ) from exc
+        raise ConfigError(f"cannot write {what} to {folder}: {exc.strerror or exc}. Choose a writable folder with {option}.") from exc
 
 
 def checkpoint_classes(path: str) -> list[str]:

@@ -161,6 +161,18 @@ def test_resume_that_would_outgrow_a_whole_run_schedule_is_refused(mnist_dir):
     assert last.read_bytes() == before
 
 
+def test_predictions_that_cannot_be_written_are_named_before_predicting(capsys):
+    Path("a_file").write_text("")
+    with pytest.raises(SystemExit, match=r"cannot write predictions to a_file/sub: Not a directory\. .*--predictions.output"):
+        cli("digits", "predict", "--predictions.output", "a_file/sub/predictions.csv")
+    assert "Predicting" not in capsys.readouterr().err  # stopped before the work
+
+
+def test_evaluating_without_a_checkpoint_says_the_network_is_untrained(capsys):
+    cli("digits", "validate", "--trainer.limit_val_batches", "1")
+    assert "No --ckpt_path: validate runs the network as the config builds it, untrained." in capsys.readouterr().out
+
+
 def test_ckpt_path_file_restores_the_trained_network(mnist_dir):
     cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
     ckpt = next(Path("lightning_logs/mnist/version_0/checkpoints").glob("best-*.ckpt"))
