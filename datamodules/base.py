@@ -338,7 +338,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """Under DDP each process evaluates its own share, every image exactly once, so the synchronised metrics
         equal one process's. (Lightning's default sampler would pad the last share with repeated images, counted
         twice; shares that differ by one image are safe here, as evaluation makes no collective call per batch.)"""
-        processes = self.trainer.world_size if self.trainer is not None else 1
+        processes, rank = self._processes()
         if processes == 1:
             return self._loader(dataset)
         if len(dataset) < processes:
@@ -346,12 +346,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 f"{self.task}: the {split} set has {len(dataset)} image(s), fewer than the {processes} processes, and "
                 "every process needs at least one. Use fewer devices (--trainer.devices) or a larger set."
             )
-        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=processes, rank=self.trainer.global_rank, shuffle=False)
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=processes, rank=rank, shuffle=False)
         return self._loader(dataset, sampler=sampler)
 
+    def _processes(self) -> tuple[int, int]:
+        """(number of processes, this one's rank): each takes its own share of every split under DDP."""
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+
     def train_dataloader(self) -> DataLoader:
-        processes = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        sampler = EpochSampler(self.train_set, self.hparams.seed, *processes)  # Lightning sets its epoch
+        sampler = EpochSampler(self.train_set, self.hparams.seed, *self._processes())  # Lightning sets its epoch
         # A last batch of one image would stop BatchNorm in training ("Expected more than 1 value per channel").
         drop_last = len(sampler) % self.hparams.batch_size == 1
         return self._loader(

@@ -120,6 +120,25 @@ def read_images(
     return images[: len(kept)], kept, hashes, problems
 
 
+def build_cache(entry: Path, paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str) -> None:
+    """Decode ``paths`` into ``entry.npy`` (memory-mapped) and ``entry.json`` (kept files, hashes, problems).
+    Whole files only: an interrupted build leaves no half cache behind, and a failed one gives its space back."""
+    partial = entry.with_suffix(".npy.partial")
+    try:
+        mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_shape))
+        out = torch.from_numpy(mapped)
+        _, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image, out=out)
+        mapped.flush()
+        del mapped, out
+    except OSError:  # a full disk
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, entry.with_suffix(".npy"))
+    meta = entry.with_suffix(".json")
+    meta.with_suffix(".json.partial").write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
+    os.replace(meta.with_suffix(".json.partial"), meta)
+
+
 def cached_read_images(
     paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str, cache_dir: Path | None
 ) -> tuple[Tensor, list[int], list[str], list[str]]:
@@ -135,25 +154,12 @@ def cached_read_images(
     folder = hashlib.sha1(str(paths[0].parent.resolve()).encode()).hexdigest()[:10]
     entry = cache_dir.expanduser() / f"{folder}-{fingerprint.hexdigest()[:16]}"
     array, meta = entry.with_suffix(".npy"), entry.with_suffix(".json")
-    partial = entry.with_suffix(".npy.partial")
     try:
         array.parent.mkdir(parents=True, exist_ok=True)
         # One builder at a time (two runs at once, DDP machines sharing the folder); the others wait, then map it.
         with FileLock(entry.with_suffix(".lock")):
             if not (array.is_file() and meta.is_file()):
-                try:
-                    shape = (len(paths), *image_shape)
-                    mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-                    out = torch.from_numpy(mapped)
-                    _, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image, out=out)
-                    mapped.flush()
-                    del mapped, out
-                except OSError:
-                    partial.unlink(missing_ok=True)  # a full disk: give back what the half-built cache took
-                    raise
-                os.replace(partial, array)  # whole files only: an interrupted build leaves no half cache behind
-                meta.with_suffix(".json.partial").write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
-                os.replace(meta.with_suffix(".json.partial"), meta)
+                build_cache(entry, paths, image_shape, resize, on_bad_image)
                 for stale in array.parent.glob(f"{folder}-*"):  # earlier versions of this folder's cache
                     if stale.stem != entry.name and stale.suffix in (".npy", ".json"):
                         stale.unlink()

@@ -23,6 +23,13 @@ def run_dir(trainer: L.Trainer) -> str | None:
     return logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
 
 
+def blank_input(pl_module: L.LightningModule, n: int) -> torch.Tensor:
+    """``n`` zero images of the network's input shape, dtype (float64, bfloat16... under the "-true" precisions)
+    and device: what the summary and the graph trace run the network on."""
+    parameter = next(pl_module.net.parameters())
+    return torch.zeros(n, *pl_module.hparams["input_shape"], dtype=parameter.dtype, device=parameter.device)
+
+
 def from_every_process(trainer: L.Trainer, items: list) -> list:
     """``items`` of every process together (each process's share of a split under DDP), on every process."""
     if trainer.world_size == 1:
@@ -45,10 +52,8 @@ class RunSummary(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         shape = pl_module.hparams.get("input_shape")
         if shape is not None:
-            dtype = next(pl_module.net.parameters()).dtype  # float64, bfloat16... under the "-true" precisions
-            blank = torch.zeros(2, *shape, dtype=dtype, device=pl_module.device)
             try:
-                print(summary(pl_module.net, input_data=blank, depth=self.depth, mode="eval", verbose=0))
+                print(summary(pl_module.net, input_data=blank_input(pl_module, 2), depth=self.depth, mode="eval", verbose=0))
             except Exception as exc:  # the summary is a nicety, not worth a failed run
                 print(f"Network summary skipped: torchinfo could not run {type(pl_module.net).__name__} ({exc}).")
         data = trainer.datamodule

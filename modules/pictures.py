@@ -19,7 +19,7 @@ from torch.nn import functional
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
-from modules.callbacks import from_every_process, run_dir
+from modules.callbacks import blank_input, from_every_process, run_dir
 
 DPI = 100
 
@@ -161,8 +161,7 @@ class TensorBoardPictures(L.Callback):
             try:
                 with warnings.catch_warnings():  # TensorBoard's only graph exporter is torch.jit.trace, deprecated in torch 2.10+
                     warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-                    blank = torch.zeros(1, *shape, device=pl_module.device, dtype=next(pl_module.net.parameters()).dtype)
-                    trainer.logger.experiment.add_graph(pl_module.net.eval(), blank)
+                    trainer.logger.experiment.add_graph(pl_module.net.eval(), blank_input(pl_module, 1))
             except Exception as exc:  # some networks cannot be traced; the graph is a nicety, not worth a failed run
                 print(f"TensorBoard graph skipped: {type(pl_module.net).__name__} could not be traced ({exc}).")
             finally:
