@@ -20,6 +20,9 @@ between two of its ``on_train_batch_start`` hooks less the hand step inside.
 (d) The same, with Lightning's trainer and model exactly as configs/mnist.yaml builds them (checkpoints,
 logger, progress bar, pictures, gradient clipping, the OneCycle schedule): what a real run pays per step
 for those features on top of (c).
+(e) Lightning's own per-step code, with a near-zero network so that kernels do not bury it in noise: a bare
+``Trainer`` and a hand loop interleaved as in (c), in blocks of 100 steps that alternate how ClassifierModule
+stores Lightning's hook bookkeeping (a plain attribute, or nn.Module's ``__setattr__``).
 """
 
 import argparse
@@ -40,6 +43,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
+BLOCK = 100  # (e): steps per block of one setattr variant
 
 
 def run(script: list[str], log: Path) -> tuple[float, float, list[tuple[float, str]]]:
@@ -71,6 +75,17 @@ def mnist_recipe() -> dict:
         "channels": model["net"]["init_args"]["channels"], "lr": model["optimizer"]["init_args"]["lr"],
         "batch_size": data["batch_size"], "epochs": config["trainer"]["max_epochs"], "seed": config["seed_everything"],
     }
+
+
+def hand_step(model, optimizer, images, labels) -> None:
+    """One training step as ClassifierModule takes it (the loss and its two per-step metric updates), by hand."""
+    logits = model(images)
+    loss = model.loss(logits, labels)
+    model.train_loss.update(loss.detach(), weight=labels.numel())
+    model.train_acc.update(logits, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
 
 
 def overhead(data_dir: str, recipe: dict, logs: Path, as_configured: bool, epochs: int = 3) -> dict:
@@ -125,13 +140,7 @@ def overhead(data_dir: str, recipe: dict, logs: Path, as_configured: bool, epoch
             start = time.perf_counter()
             images, labels = self.data.on_after_batch_transfer(next(self.batches), 0)
             self.loading += time.perf_counter() - start
-            logits = self.model(images)
-            loss = self.model.loss(logits, labels)
-            self.model.train_loss.update(loss.detach(), weight=labels.numel())  # what ClassifierModule does per step
-            self.model.train_acc.update(logits, labels)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
+            hand_step(self.model, self.optimizer, images, labels)
             self.hand_s = time.perf_counter() - start
 
     hand = HandLoop()
@@ -160,6 +169,64 @@ def overhead(data_dir: str, recipe: dict, logs: Path, as_configured: bool, epoch
         "median_ms": [(1000 * median(s[0] for s in steps), 1000 * median(s[1] for s in steps)) for steps in per_epoch],
         "loading_s": hand.loading, "hand_s": sum(s[2] for s in hand.steps),
     }
+
+
+def lightning_code(steps: int) -> dict[str, tuple[float, float]]:
+    """(e): Lightning's own per-step code, which a real network's kernels bury in this machine's noise. The network
+    is one Linear layer on 4 numbers in batches of 2, so a step is little but the code around it; a bare Trainer and
+    a hand loop interleave as in (c). Blocks of BLOCK steps alternate ClassifierModule's plain-attribute path for
+    Lightning's hook bookkeeping (``_current_fx_name``) with nn.Module's own ``__setattr__``. Returns the mean
+    microseconds per step, Lightning's and the hand loop's, for each variant (the first 2 blocks left out)."""
+    import lightning as L
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from modules import ClassifierModule
+
+    def parts() -> tuple[ClassifierModule, DataLoader]:
+        data = TensorDataset(torch.randn(2 * steps, 4), torch.randint(0, 10, (2 * steps,)))
+        model = ClassifierModule(net=partial(nn.Linear, 4), class_names=[str(c) for c in range(10)], channels_last=False)
+        return model, DataLoader(data, batch_size=2)
+
+    plain_path = ClassifierModule.__setattr__
+    variants = {"plain attribute": plain_path, "nn.Module.__setattr__": nn.Module.__setattr__}
+    totals = {name: [0.0, 0.0, 0] for name in variants}
+
+    class HandLoop(L.Callback):
+        def __init__(self) -> None:
+            self.model, loader = parts()
+            self.batches, self.optimizer = iter(loader), self.model.configure_optimizers()
+            self.mark, self.hand_s = None, 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            now = time.perf_counter()
+            if self.mark is not None and batch_idx > 2 * BLOCK:
+                total = totals[self.variant]
+                total[0] += now - self.mark - self.hand_s
+                total[1] += self.hand_s
+                total[2] += 1
+            self.variant = list(variants)[(batch_idx // BLOCK) % 2]
+            ClassifierModule.__setattr__ = variants[self.variant]
+            self.mark = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            start = time.perf_counter()
+            hand_step(self.model, self.optimizer, *next(self.batches))
+            self.hand_s = time.perf_counter() - start
+
+    model, loader = parts()
+    trainer = L.Trainer(
+        max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, log_every_n_steps=0, callbacks=[HandLoop()],
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
+            trainer.fit(model, train_dataloaders=loader)
+    finally:
+        ClassifierModule.__setattr__ = plain_path
+    return {name: (1e6 * light / n, 1e6 * hand / n) for name, (light, hand, n) in totals.items()}
 
 
 def held_mib(data_dir: str, recipe: dict) -> float:
@@ -212,6 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="MNIST folder (holding MNIST/raw/*-ubyte)")
     parser.add_argument("--logs", default="/tmp/benchmark_logs")
+    parser.add_argument("--code-steps", type=int, default=12_000, help="(e)'s steps (default: %(default)s)")
     parser.add_argument("--model-only", choices=("a", "b"), help=argparse.SUPPRESS)  # the memory baselines, run in a child
     args = parser.parse_args()
     if args.model_only:
@@ -252,6 +320,8 @@ def main() -> None:
     c = overhead(args.data_dir, recipe, logs / "overhead_runs", as_configured=False)
     print(f"(d) the same with the trainer and model as configs/mnist.yaml builds them (its output: {logs / 'overhead_runs'}) ...", flush=True)
     d = overhead(args.data_dir, recipe, logs / "overhead_runs", as_configured=True)
+    print(f"(e) Lightning's own per-step code: {args.code_steps} steps of a near-zero network, a hand loop taking a step after each ...", flush=True)
+    code = lightning_code(args.code_steps)
     print(f"\nMNIST, SmallCNN {recipe['channels']}, batch {recipe['batch_size']}, {epochs} epochs, seed {recipe['seed']}, {os.cpu_count()} CPU cores")
     print(f"{'':40}{'(a) course loop':>16}{'(b) cli.py':>12}{'b/a':>7}")
     rows = [
@@ -278,7 +348,13 @@ def main() -> None:
         later = o["per_epoch"][1:]
         light, own = sum(e[0] for e in later), sum(e[1] for e in later)
         print(f"  epochs 2-{len(o['per_epoch'])}: {100 * (light / own - 1):+.1f}% ({1000 * (light - own) / sum(e[2] for e in later):+.2f} ms a step)")
-    print(f"Data loading (index the uint8 tensor, to float, transforms): {c['loading_s']:.2f} s of the hand loop's "
+    print(f"\n(e) Lightning's own per-step code, near-zero network, {args.code_steps} steps in blocks of {BLOCK} alternating "
+          "how the module stores Lightning's hook bookkeeping (_current_fx_name):")
+    for name, (light, hand) in code.items():
+        print(f"  {name:24} Lightning step {light:6.0f} us, hand step {hand:6.0f} us: Lightning's code {light - hand:+5.0f} us")
+    (plain, _), (module, _) = code.values()
+    print(f"  the plain attribute (ClassifierModule) saves {module - plain:.0f} us a step")
+    print(f"\nData loading (index the uint8 tensor, to float, transforms): {c['loading_s']:.2f} s of the hand loop's "
           f"{c['hand_s']:.2f} s = {100 * c['loading_s'] / c['hand_s']:.1f}%")
     held = held_mib(args.data_dir, recipe)
     print(f"Data held by the DataModule (train, validation and test, every storage once): {held:.1f} MiB "

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import augment, compare, folder_cache
+from modules import ClassifierModule
 
 
 def test_augment_benchmark_builds_each_config_both_ways_with_the_same_output(monkeypatch, capsys):
@@ -41,6 +42,14 @@ def test_overhead_benchmark_times_every_step_but_each_epochs_last(mnist_dir, tmp
         assert [steps for _, _, steps in result["per_epoch"]] == [8, 8]
         assert all(light > 0 and own > 0 for light, own, _ in result["per_epoch"])
     assert compare.held_mib(str(mnist_dir), recipe) * 2**20 >= (36 + 4 + 20) * 28 * 28
+
+
+def test_lightning_code_benchmark_times_both_setattr_variants_and_restores_the_plain_path():
+    plain_path = ClassifierModule.__setattr__
+    result = compare.lightning_code(steps=4 * compare.BLOCK)
+    assert set(result) == {"plain attribute", "nn.Module.__setattr__"}
+    assert all(light > 0 and hand > 0 for light, hand in result.values())
+    assert ClassifierModule.__setattr__ is plain_path
 
 
 def test_peak_rss_runs_the_script_as_main_and_reports_its_peak(tmp_path):

@@ -248,6 +248,18 @@ def test_plateau_scheduler_steps_after_the_epochs_that_validate():
     assert run.trainer.current_epoch == 4 and run.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
 
 
+def test_hook_bookkeeping_skips_nn_module_setattr_and_the_rest_keeps_it(monkeypatch):
+    model = ClassifierModule(net=partial(MLP, in_features=64), class_names=["a", "b"])
+    keys, through_nn_module, extra = set(model.state_dict()), [], torch.nn.Linear(2, 2)
+    module_setattr = torch.nn.Module.__setattr__
+    monkeypatch.setattr(torch.nn.Module, "__setattr__", lambda m, name, value: through_nn_module.append(name) or module_setattr(m, name, value))
+    model._current_fx_name = "training_step"  # Lightning's bookkeeping, ~44 times a step: a plain attribute
+    assert model._current_fx_name == "training_step" and set(model.state_dict()) == keys and not through_nn_module
+    model.extra = extra  # everything else still goes through nn.Module's registration
+    model.scale = torch.nn.Parameter(torch.ones(1))
+    assert {"extra.weight", "extra.bias", "scale"} <= set(model.state_dict()) and through_nn_module == ["extra", "scale"]
+
+
 def test_plateau_scheduler_without_validation_is_an_error_not_inert():
     model = ClassifierModule(
         net=partial(MLP, in_features=64),
