@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from datamodules import ImageClassificationDataModule
 from datamodules.errors import DataError
 from modules import ClassifierModule
-from modules.callbacks import PredictionWriter
+from modules.callbacks import PredictionWriter, blank_input
 from modules.checkpoint_io import CheckpointWriteError
 from modules.classifier import ConfigError
 from modules.nets import WeightsUnavailableError
@@ -48,7 +48,8 @@ class ClassifierCLI(LightningCLI):
         if config.get("ckpt_path") in CKPT_ALIASES:
             config.ckpt_path = str(find_checkpoint(run_folder(config), config.ckpt_path))
             rank_zero_only(print)(f"Using {config.ckpt_path}")  # once, not once per DDP process
-        self.trained_on = checkpoint_classes(config.ckpt_path) if config.get("ckpt_path") else None
+        trained = checkpoint_facts(config.ckpt_path) if config.get("ckpt_path") else {}
+        self.trained_on, self.trained_shape = trained.get("class_names"), trained.get("input_shape")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -100,6 +101,8 @@ class ClassifierCLI(LightningCLI):
                 f"{self.config[self.subcommand].ckpt_path} was trained on classes {self.trained_on}, but the data "
                 f"has classes {list(self.datamodule.class_names)}. Use a checkpoint of this task and data."
             )
+        if self.trained_shape is not None:
+            check_input_shape(self.model, tuple(self.trained_shape), self.config[self.subcommand].ckpt_path)
 
 
 def is_a(callback, kind: type) -> bool:
@@ -120,15 +123,35 @@ def check_writable(folder: Path, what: str, option: str) -> None:
         raise ConfigError(f"cannot write {what} to {folder}: {exc.strerror or exc}. Choose a writable folder with {option}.") from exc
 
 
-def checkpoint_classes(path: str) -> list[str]:
+def checkpoint_facts(path: str) -> dict:
+    """The hyperparameters a checkpoint of this project records (class names, input shape, network)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, truncation, not a zip: all mean the same to the user
         raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}).") from exc
-    names = checkpoint.get("hyper_parameters", {}).get("class_names")
-    if names is None:
+    facts = checkpoint.get("hyper_parameters", {})
+    if facts.get("class_names") is None:
         raise ConfigError(f"{path}: this checkpoint records no class names; it was not written by this project.")
-    return list(names)
+    return facts
+
+
+def check_input_shape(model: ClassifierModule, trained: tuple[int, ...], ckpt_path: str) -> None:
+    """A checkpoint's network meets images of another shape (another task's data, another image_size): fine where
+    the network adapts (global pooling), refused with both shapes where it cannot, instead of failing mid-run."""
+    shape = tuple(model.hparams["input_shape"])
+    if shape == trained:
+        return
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(blank_input(model, 2))
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"{ckpt_path} was trained on images of shape {trained} (channels, height, width); its network cannot take "
+            f"this data's {shape} ({exc}). Use a checkpoint of this task and data, or the image size it was trained on."
+        ) from exc
+    finally:
+        model.train(was_training)
 
 
 def resume_in_place(config) -> None:

@@ -320,6 +320,14 @@ def test_checkpoint_of_another_task_names_both_class_lists(cifar_pickle_dir, mni
         cli("mnist", "test", "--ckpt_path", ckpt, data_dir=mnist_dir)
 
 
+
+def test_checkpoint_of_other_image_shape_is_refused_where_its_network_cannot_take_it(mnist_dir):
+    # digits and MNIST share class names ('0'-'9'); the digits MLP takes 8x8 images only.
+    cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1")
+    ckpt = "lightning_logs/digits/version_0/checkpoints/last.ckpt"
+    with pytest.raises(SystemExit, match=r"was trained on images of shape \(1, 8, 8\) .* cannot take this data's \(1, 28, 28\)"):
+        cli("mnist", "test", "--ckpt_path", ckpt, data_dir=mnist_dir)
+
 FREE_AND_ALLOCATE = """
 import resource, sys
 if sys.argv[1] == "keep":
