@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch.nn.parallel import DistributedDataParallel
 from torchinfo import summary
@@ -79,6 +80,23 @@ class RunSummary(L.Callback):
             f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})\n"
             f"Test it:   {test}\n"
             f"Resume it: python cli.py fit --config <this config> --ckpt_path last"
+        )
+
+    @rank_zero_only
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Ctrl+C during fit (Lightning then exits): what is saved, and how to go on from it."""
+        if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        stopped = f"\nStopped by Ctrl+C at epoch {trainer.current_epoch}, step {trainer.global_step}."
+        folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}
+        saved = [folder / "last.ckpt" for folder in sorted(folders) if (folder / "last.ckpt").is_file()]
+        if not saved:
+            print(f"{stopped} No checkpoint was written yet: run the same command again to start over.")
+            return
+        step = torch.load(saved[0], map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        print(
+            f"{stopped} {saved[0]} holds step {step}: resuming repeats {trainer.global_step - step} steps.\n"
+            "Resume it: python cli.py fit --config <this config> --ckpt_path last"
         )
 
 

@@ -1,4 +1,4 @@
-"""A callback that SIGKILLs its own process at a training step: a machine dying, for the resume tests."""
+"""Callbacks that stop their own process at a training step: SIGKILL (a machine dying) and SIGINT (Ctrl+C)."""
 
 import os
 import signal
@@ -18,3 +18,14 @@ class KillAtStep(L.Callback):
             if self.whole_group:
                 os.killpg(os.getpgid(0), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InterruptAtStep(L.Callback):
+    """Ctrl+C at a training step: SIGINT to its own process."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)

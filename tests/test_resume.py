@@ -41,3 +41,12 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (1, 82)
     for key, value in a["state_dict"].items():
         assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
+
+
+def test_ctrl_c_says_which_step_the_last_checkpoint_holds_and_how_to_resume(tmp_path):
+    # digits: 41 steps an epoch, last.ckpt every 20 steps and at the epoch's end (step 41); Ctrl+C at step 50
+    stopped = fit(tmp_path, "stopped", "--trainer.callbacks+=tests.killer.InterruptAtStep", "--trainer.callbacks.step=50")
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    last = Path("stopped/digits/version_0/checkpoints/last.ckpt")
+    assert f"Stopped by Ctrl+C at epoch 1, step 50. {last} holds step 41: resuming repeats 9 steps." in stopped.stdout
+    assert stopped.stdout.rstrip().endswith("Resume it: python cli.py fit --config <this config> --ckpt_path last")
