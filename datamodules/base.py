@@ -308,6 +308,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if not paths:
             raise DataError(f"predict_dir {folder}: no image files in it.")
         images, kept, _, problems = read_images(paths, self.image_shape, resize=True, on_bad_image="skip")
+        if not kept:
+            raise DataError(f"predict_dir {folder}: none of its {len(paths)} image files could be read:\n  " + "\n  ".join(problems))
         report_skipped(problems, folder)
         self.predict_paths = [str(paths[i]) for i in kept]
         self.predict_set = InMemoryImages(images, torch.full((len(kept),), -1))

@@ -162,6 +162,12 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     rows = list(csv.DictReader(csv_path.open()))
     assert [Path(r["image"]).name for r in rows] == ["a.jpg", "B.PNG"]
     assert all(r["predicted"] in ("mask", "nomask") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "empty.jpg").write_bytes(b"")
+    (junk / "notes.png").write_text("not an image")
+    with pytest.raises(SystemExit, match=r"none of its 2 image files could be read:\n  .*empty.jpg: empty file"):
+        cli("mask", "predict", "--data.predict_dir", str(junk), "--ckpt_path", "last")
 
 
 def test_food11_predict_writes_the_kaggle_csv(food11_dir):
