@@ -318,7 +318,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         where = f"{self.task} {split} data in {self.data_dir}"
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.image_shape:
             raise DataError(f"{where}: images are {images.dtype} {tuple(images.shape[1:])}, expected uint8 {self.image_shape}.")
-        if len(images) != len(labels) or len(labels) == 0:
+        if len(labels) == 0:
+            raise DataError(f"{where}: no image could be read (skipped files are listed above, each with why). "
+                            "Replace them, or point data_dir at the right folder.")
+        if len(images) != len(labels):
             raise DataError(f"{where}: {len(images)} images but {len(labels)} labels.")
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise DataError(f"{where}: labels span {int(labels.min())}..{int(labels.max())}, expected 0..{self.num_classes - 1}.")
