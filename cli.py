@@ -55,6 +55,12 @@ class ClassifierCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.trainer.precision is None:
             config.trainer.precision = default_precision(config.trainer.accelerator)
+        if config.trainer.get("barebones"):
+            raise ConfigError(
+                "trainer.barebones is Lightning's mode for timing its own loop: it forbids self.log, and so the metrics, "
+                "checkpoints and early stopping every config relies on. Leave it off; benchmarks/compare.py times "
+                "Lightning's loop against a hand-written one."
+            )
         # A trainer switch that turns a feature off also drops the configured callbacks that need it (the configs
         # name their progress bar, checkpoints and learning-rate monitor); Lightning would refuse the combination.
         for switched_off, needs in (("enable_progress_bar", ProgressBar), ("enable_checkpointing", ModelCheckpoint),

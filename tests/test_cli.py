@@ -298,6 +298,9 @@ def test_config_mistakes_are_named(arguments, message, capsys):
     [
         (["--model.label_smoothing", "1.5"], "label_smoothing=1.5: give a share between 0 (none) and 1."),
         (["--trainer.devices", "0"], "`Trainer(devices='0')` value is not a valid input using cpu accelerator."),  # Lightning's
+        (["--trainer.barebones", "true"], "trainer.barebones is Lightning's mode for timing its own loop: it forbids "
+         "self.log, and so the metrics, checkpoints and early stopping every config relies on. Leave it off; "
+         "benchmarks/compare.py times Lightning's loop against a hand-written one."),
     ],
 )
 def test_impossible_settings_stop_with_the_message_alone(arguments, message):
