@@ -319,7 +319,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.image_shape:
             raise DataError(f"{where}: images are {images.dtype} {tuple(images.shape[1:])}, expected uint8 {self.image_shape}.")
         if len(labels) == 0:
-            raise DataError(f"{where}: no image could be read (skipped files are listed above, each with why). "
+            raise DataError(f"{where}: no images (unreadable files, if any, are listed above with why). "
                             "Replace them, or point data_dir at the right folder.")
         if len(images) != len(labels):
             raise DataError(f"{where}: {len(images)} images but {len(labels)} labels.")
