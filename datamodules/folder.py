@@ -52,7 +52,16 @@ class ImageFolder(ImageClassificationDataModule):
         if classes is None:
             self._check_files()
             _, names = label_images(self.roots["train"], filename_pattern)
-            classes = sorted(set(names), key=natural_key)
+            found = sorted(set(names), key=natural_key)
+            if len(found) < 2:
+                layout = f"file names matching {filename_pattern!r}" if filename_pattern else "a subfolder per class"
+                raise DataError(
+                    f"{self.roots['train']}: images of {len(found)} class ({', '.join(found)}) found; a classifier needs "
+                    f"at least 2. Put each class's images in {layout} there, or point data_dir/train_dir at such a folder."
+                )
+            classes = found
+        elif len(classes) < 2:
+            raise DataError(f"classes={list(classes)}: a classifier needs at least 2 class names.")
         self.class_names = list(classes)
         self._file_hashes: list[str] = []
 

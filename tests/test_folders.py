@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -117,6 +118,14 @@ def test_empty_class_folder_and_empty_data_folder_are_named(mask_dir, tmp_path):
     with pytest.raises(DataError, match="no image files found"):
         ImageFolder(data_dir=str(tmp_path / "nothing"))
 
+
+
+def test_a_single_class_is_refused_with_the_layout_to_use(mask_dir):
+    shutil.rmtree(mask_dir / "image" / "nomask")
+    with pytest.raises(DataError, match=r"image: images of 1 class \(mask\) found; a classifier needs at least 2. Put each class's"):
+        mask_module(mask_dir)
+    with pytest.raises(DataError, match=r"classes=\['mask'\]: a classifier needs at least 2 class names"):
+        mask_module(mask_dir, classes=["mask"])
 
 def test_food11_labels_come_from_file_names_in_natural_order(food11_dir):
     dm = Food11(data_dir=str(food11_dir), train_dir="training", val_dir="validation", filename_pattern=r"^(\d+)_", image_size=32)
