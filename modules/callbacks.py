@@ -48,6 +48,7 @@ class RunSummary(L.Callback):
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
         self.test_follows_fit = False  # set by cli.py's --test_after_fit
+        self.trained = False  # whether this fit ran an epoch (a resumed finished run does not)
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -76,11 +77,21 @@ class RunSummary(L.Callback):
             return
         score = f"{float(best.best_model_score):.4f}" if best.best_model_score is not None else "?"
         test = "testing it now (--test_after_fit)" if self.test_follows_fit else "python cli.py test --config <this config> --ckpt_path best"
-        print(
-            f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})\n"
-            f"Test it:   {test}\n"
-            f"Resume it: python cli.py fit --config <this config> --ckpt_path last"
-        )
+        lines = [f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})", f"Test it:   {test}"]
+        stopped = [c for c in trainer.early_stopping_callbacks if c.stopped_epoch > 0]
+        if stopped:
+            lines.append(f"Early stopping ended the run after epoch {stopped[0].stopped_epoch}: {stopped[0].monitor} had "
+                         f"stopped improving (patience {stopped[0].patience}).")
+        else:  # the run used its whole budget: going on means a larger one
+            steps = 0 < trainer.max_steps <= trainer.global_step
+            budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
+            if not self.trained:
+                lines.insert(0, f"\nNothing to train: the checkpoint had already reached {budget}={limit}.")
+            lines.append(f"Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.{budget} N (N above {limit})")
+        print("\n".join(lines))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.trained = True
 
     @rank_zero_only
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -86,7 +86,9 @@ def test_fit_validate_test_predict(task, request, capsys):
 def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
     common = ("--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
     run = cli("digits", "fit", *common, "--test_after_fit", "true")
-    assert "Test it:   testing it now (--test_after_fit)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Test it:   testing it now (--test_after_fit)" in out
+    assert "Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.max_epochs N (N above 2)" in out
     assert run.trainer.ckpt_path == run.trainer.checkpoint_callback.best_model_path != ""
     assert "test/acc" in run.trainer.callback_metrics and run.model.latest_confusion["test"].sum() == 359
     events = EventAccumulator("lightning_logs/digits/version_0")
@@ -240,6 +242,22 @@ def test_plateau_scheduler_watching_accuracy_must_maximise():
     with pytest.raises(SystemExit, match="set scheduler.init_args.mode to 'max'"):
         cli("digits", "fit", "--trainer.fast_dev_run", "true", "--model.scheduler_monitor", "val/acc")
 
+
+
+def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(capsys):
+    common = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
+    cli("digits", "fit", *common)
+    capsys.readouterr()
+    resumed = cli("digits", "fit", *common, "--ckpt_path", "last")
+    out = capsys.readouterr().out
+    assert "Nothing to train: the checkpoint had already reached max_epochs=1." in out and resumed.trainer.global_step == 3
+    # An early stop that must come at the second validation: the loss cannot fall by 100.
+    stopping = ["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val/loss",
+                "--trainer.callbacks.min_delta=100", "--trainer.callbacks.patience=1"]
+    cli("digits", "fit", "--trainer.max_epochs", "9", "--trainer.limit_train_batches", "3", *stopping)
+    out = capsys.readouterr().out
+    assert "Early stopping ended the run after epoch 1: val/loss had stopped improving (patience 1)." in out
+    assert "Train on:" not in out
 
 def test_plateau_scheduler_steps_after_the_epochs_that_validate():
     # digits.yaml's ReduceLROnPlateau watches val/loss; validating every 2nd epoch, it steps every 2nd epoch.
