@@ -87,7 +87,12 @@ class RunSummary(L.Callback):
             budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
             if not self.trained:
                 lines.insert(0, f"\nNothing to train: the checkpoint had already reached {budget}={limit}.")
-            lines.append(f"Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.{budget} N (N above {limit})")
+            whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]
+            if whole_run:  # its budget cannot grow on resume (ClassifierModule refuses it): a new run instead
+                lines.append(f"Train longer: python cli.py fit --config <this config> --trainer.{budget} N (N above {limit}; "
+                             f"a new run, as {whole_run[0]} spans the whole run)")
+            else:
+                lines.append(f"Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.{budget} N (N above {limit})")
         print("\n".join(lines))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
