@@ -43,7 +43,8 @@ def from_every_process(trainer: L.Trainer, items: list) -> list:
 class RunSummary(L.Callback):
     """What a person wants to read in the terminal: at fit start the network's torchinfo summary (layers,
     parameters, MACs, memory) at the task's input size and the data facts (classes, images per split,
-    input size, where logs go); at the end the best checkpoint, its validation accuracy and what to run next."""
+    input size, where logs go); at the end the best checkpoint, its validation accuracy, why the run ended and what
+    to run next; on Ctrl+C, what is saved and how to resume."""
 
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
@@ -77,23 +78,27 @@ class RunSummary(L.Callback):
             return
         score = f"{float(best.best_model_score):.4f}" if best.best_model_score is not None else "?"
         test = "testing it now (--test_after_fit)" if self.test_follows_fit else "python cli.py test --config <this config> --ckpt_path best"
-        lines = [f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})", f"Test it:   {test}"]
+        print("\n".join([f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})", f"Test it:   {test}",
+                         *self._why_it_ended(trainer)]))
+
+    def _why_it_ended(self, trainer: L.Trainer) -> list[str]:
+        """Early stopping, or the whole budget used, and then how to train longer: on from last.ckpt with a larger
+        budget, or in a new run where the schedule spans the whole run (ClassifierModule refuses to stretch it)."""
         stopped = [c for c in trainer.early_stopping_callbacks if c.stopped_epoch > 0]
         if stopped:
-            lines.append(f"Early stopping ended the run after epoch {stopped[0].stopped_epoch}: {stopped[0].monitor} had "
-                         f"stopped improving (patience {stopped[0].patience}).")
-        else:  # the run used its whole budget: going on means a larger one
-            steps = 0 < trainer.max_steps <= trainer.global_step
-            budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
-            if not self.trained:
-                lines.insert(0, f"\nNothing to train: the checkpoint had already reached {budget}={limit}.")
-            whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]
-            if whole_run:  # its budget cannot grow on resume (ClassifierModule refuses it): a new run instead
-                lines.append(f"Train longer: python cli.py fit --config <this config> --trainer.{budget} N (N above {limit}; "
-                             f"a new run, as {whole_run[0]} spans the whole run)")
-            else:
-                lines.append(f"Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.{budget} N (N above {limit})")
-        print("\n".join(lines))
+            early = stopped[0]
+            return [f"Early stopping ended the run after epoch {early.stopped_epoch}: {early.monitor} had stopped "
+                    f"improving (patience {early.patience})."]
+        steps = 0 < trainer.max_steps <= trainer.global_step
+        budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
+        lines = [] if self.trained else [f"Nothing to train: the checkpoint had already reached {budget}={limit}."]
+        whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]
+        if whole_run:
+            lines.append(f"Train longer: python cli.py fit --config <this config> --trainer.{budget} N "
+                         f"(N above {limit}; a new run, as {whole_run[0]} spans the whole run)")
+        else:
+            lines.append(f"Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.{budget} N (N above {limit})")
+        return lines
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.trained = True
