@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -195,6 +196,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.augment = nn.Sequential(*(augment or []))
         self.transforms = nn.Sequential(*(transforms or []))
         self.input_shape = self._input_shape()
+        self.held_out: dict[str, float] | None = None  # how validation was drawn from the training images, if it was
 
     @property
     def num_classes(self) -> int:
@@ -279,6 +281,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 self.val_set = InMemoryImages(*self._checked(*shipped, split="validation"))
             else:
                 train, val = grouped_split(labels, self.file_keys(len(labels)), self.hparams.val_split, self.hparams.seed)
+                hparams = self.hparams
+                self.held_out = {"val_split": hparams.val_split, "seed": hparams.seed, "pool": len(labels), "validation": len(val)}
                 if len(train) == 0:
                     raise DataError(
                         f"{self.task}: val_split={self.hparams.val_split} takes all {len(labels)} training images for "
@@ -294,6 +298,27 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 self.test_set = self.val_set
             else:
                 self.test_set = InMemoryImages(*self._checked(*loaded, split="test"))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Kept in every checkpoint: how validation was drawn from the training images, when it was."""
+        return {"held_out": self.held_out} if self.held_out else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A checkpoint evaluated, or trained on, with validation drawn another way (another val_split or seed, other
+        training images) would be judged on images it trained on: refused, with the checkpoint's settings."""
+        saved, now = state.get("held_out"), self.held_out
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        tests_on_validation = getattr(self, "test_set", None) is getattr(self, "val_set", 0)
+        on_validation = stage in (TrainerFn.FITTING, TrainerFn.VALIDATING) or tests_on_validation
+        if not (saved and now and on_validation) or all(saved[k] == now[k] for k in ("seed", "pool", "validation")):
+            return
+        raise DataError(
+            f"the checkpoint's validation images were drawn from its {saved['pool']} training images (val_split "
+            f"{saved['val_split']}, seed {saved['seed']}: {saved['validation']} images); this run draws "
+            f"{now['validation']} of {now['pool']} with seed {now['seed']}, so its validation split would hold images the "
+            f"checkpoint trained on. Use --data.val_split {saved['val_split']} --data.seed {saved['seed']} with the same "
+            "training images."
+        )
 
     def file_keys(self, n: int) -> list[str] | None:
         """One key per training image; images with equal keys (identical files) stay on one side of the split.

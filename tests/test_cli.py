@@ -264,6 +264,16 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     assert "Early stopping ended the run after epoch 1: val/loss had stopped improving (patience 1)." in out
     assert "Train on:" not in out
 
+
+def test_evaluating_on_another_draw_of_the_validation_split_is_refused():
+    cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3")
+    for other in (["--data.val_split", "0.2"], ["--data.seed", "7"]):
+        with pytest.raises(SystemExit, match=r"its validation split would hold images the checkpoint trained on. Use "
+                           r"--data.val_split 0.1 --data.seed 42"):
+            cli("digits", "validate", "--ckpt_path", "last", *other)
+    tested = cli("digits", "test", "--ckpt_path", "last", "--data.val_split", "0.2")  # digits' own test split: unaffected
+    assert "test/acc" in tested.trainer.callback_metrics
+
 def test_plateau_scheduler_steps_after_the_epochs_that_validate():
     # digits.yaml's ReduceLROnPlateau watches val/loss; validating every 2nd epoch, it steps every 2nd epoch.
     run = cli("digits", "fit", "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "3",

@@ -158,6 +158,8 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     cli("mask", "validate", *data, "--ckpt_path", "best")
     tested = cli("mask", "test", *data, "--ckpt_path", "best")  # no test folder: the validation split
     assert "test/acc" in tested.trainer.callback_metrics
+    with pytest.raises(SystemExit, match=r"drawn from its 26 training images \(val_split 0.1, seed 42: 2 images\); this run draws 13"):
+        cli("mask", "test", *data, "--ckpt_path", "best", "--data.val_split", "0.5")  # a test on images it trained on
     photos = tmp_path / "my photos"
     save_image(photos / "a.jpg", 0)
     save_image(photos / "holiday" / "B.PNG", 1, mode="RGBA")
