@@ -317,7 +317,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             f"{saved['val_split']}, seed {saved['seed']}: {saved['validation']} images); this run draws "
             f"{now['validation']} of {now['pool']} with seed {now['seed']}, so its validation split would hold images the "
             f"checkpoint trained on. Use --data.val_split {saved['val_split']} --data.seed {saved['seed']} with the same "
-            "training images."
+            "training images; other labelled images are evaluated with `test --data.test_dir DIR` (folder sets)."
         )
 
     def file_keys(self, n: int) -> list[str] | None:
