@@ -90,6 +90,12 @@ class RunSummary(L.Callback):
             return [f"Early stopping ended the run after epoch {early.stopped_epoch}: {early.monitor} had stopped "
                     f"improving (patience {early.patience})."]
         steps = 0 < trainer.max_steps <= trainer.global_step
+        if not steps and not 0 < trainer.max_epochs <= trainer.current_epoch:  # max_time, or a callback's stop
+            timers = [c for c in trainer.callbacks if isinstance(c, callbacks.Timer) and (c.time_remaining() or 1) <= 0]
+            why = "its trainer.max_time used up" if timers else "before its budget"
+            more = " --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" if timers else ""
+            return [f"Stopped at epoch {trainer.current_epoch}, step {trainer.global_step}, {why}.",
+                    f"Resume it: python cli.py fit --config <this config> --ckpt_path last{more}"]
         budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
         lines = [] if self.trained else [f"Nothing to train: the checkpoint had already reached {budget}={limit}."]
         whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]

@@ -263,6 +263,10 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     out = capsys.readouterr().out
     assert "Early stopping ended the run after epoch 1: val/loss had stopped improving (patience 1)." in out
     assert "Train on:" not in out
+    timed = cli("digits", "fit", "--trainer.max_epochs", "99", "--trainer.max_time", "00:00:00:01")  # ~500 steps a second
+    out = capsys.readouterr().out
+    assert f"step {timed.trainer.global_step}, its trainer.max_time used up." in out and timed.trainer.current_epoch < 99
+    assert "--ckpt_path last --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" in out
 
 
 def test_evaluating_on_another_draw_of_the_validation_split_is_refused():
