@@ -166,7 +166,8 @@ def resume_in_place(config) -> None:
     become the "best")."""
     run = Path(config.ckpt_path).resolve().parent.parent
     if hasattr(config.trainer.logger, "init_args") and run.parent == run_folder(config).resolve():
-        config.trainer.logger.init_args.version = run.name
+        number = run.name.removeprefix("version_")  # as a number, the progress bar shows v_num=0, not "on_0"
+        config.trainer.logger.init_args.version = int(number) if number.isdigit() else run.name
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 

@@ -151,6 +151,7 @@ def test_resume_from_last_continues_where_it_stopped(capsys):
     resumed = cli("digits", "fit", "--trainer.max_epochs", "2", "--ckpt_path", "last", *common, logs="stopped")
     assert "Using stopped/digits/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
     assert resumed.trainer.log_dir == "stopped/digits/version_0"  # the same run folder: its curves continue
+    assert resumed.trainer.logger.version == 0  # what the progress bar shows as v_num
     assert not Path("stopped/digits/version_1").exists()
     straight = torch.load("straight/digits/version_0/checkpoints/last.ckpt", weights_only=True)
     continued = torch.load("stopped/digits/version_0/checkpoints/last.ckpt", weights_only=True)
