@@ -132,7 +132,7 @@ def check_writable(folder: Path, what: str, option: str) -> None:
 def checkpoint_facts(path: str) -> dict:
     """The hyperparameters a checkpoint of this project records (class names, input shape, network)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads the hyperparameters only
     except Exception as exc:  # unpickling, truncation, not a zip: all mean the same to the user
         raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}).") from exc
     facts = checkpoint.get("hyper_parameters", {})
@@ -194,7 +194,7 @@ def find_checkpoint(task_runs: Path, alias: str) -> Path:
             continue
         if alias == "last":
             return last
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)  # the callbacks' state only
         for key, value in state.get("callbacks", {}).items():
             # The checkpoint callback that monitors a metric is the one with a score.
             if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None:

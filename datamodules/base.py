@@ -280,12 +280,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 self.train_set = InMemoryImages(images, labels)
                 self.val_set = InMemoryImages(*self._checked(*shipped, split="validation"))
             else:
-                train, val = grouped_split(labels, self.file_keys(len(labels)), self.hparams.val_split, self.hparams.seed)
-                hparams = self.hparams
-                self.held_out = {"val_split": hparams.val_split, "seed": hparams.seed, "pool": len(labels), "validation": len(val)}
+                split, seed = self.hparams.val_split, self.hparams.seed
+                train, val = grouped_split(labels, self.file_keys(len(labels)), split, seed)
+                self.held_out = {"val_split": split, "seed": seed, "pool": len(labels), "validation": len(val)}
                 if len(train) == 0:
                     raise DataError(
-                        f"{self.task}: val_split={self.hparams.val_split} takes all {len(labels)} training images for "
+                        f"{self.task}: val_split={split} takes all {len(labels)} training images for "
                         "validation. Leave some for training: a fraction below 1, or fewer images."
                     )
                 self.train_set = InMemoryImages(images, labels, train)

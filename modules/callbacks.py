@@ -15,6 +15,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torchinfo import summary
 
 
+RESUME = "python cli.py fit --config <this config> --ckpt_path last"  # what the end and Ctrl+C reports suggest
+
+
 def run_dir(trainer: L.Trainer) -> str | None:
     """The run's log folder, as ``Trainer.log_dir`` gives it but without its broadcast: under DDP
     ``Trainer.log_dir`` is a collective, so code that runs on rank 0 alone would wait on it forever."""
@@ -91,11 +94,12 @@ class RunSummary(L.Callback):
                     f"improving (patience {early.patience})."]
         steps = 0 < trainer.max_steps <= trainer.global_step
         if not steps and not 0 < trainer.max_epochs <= trainer.current_epoch:  # max_time, or a callback's stop
-            timers = [c for c in trainer.callbacks if isinstance(c, callbacks.Timer) and (c.time_remaining() or 1) <= 0]
+            timers = [c for c in trainer.callbacks if isinstance(c, callbacks.Timer) and c.time_remaining() is not None]
+            timers = [c for c in timers if c.time_remaining() <= 0]  # a Timer with a duration, used up
             why = "its trainer.max_time used up" if timers else "before its budget"
             more = " --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" if timers else ""
             return [f"Stopped at epoch {trainer.current_epoch}, step {trainer.global_step}, {why}.",
-                    f"Resume it: python cli.py fit --config <this config> --ckpt_path last{more}"]
+                    f"Resume it: {RESUME}{more}"]
         budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
         lines = [] if self.trained else [f"Nothing to train: the checkpoint had already reached {budget}={limit}."]
         whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]
@@ -103,7 +107,7 @@ class RunSummary(L.Callback):
             lines.append(f"Train longer: python cli.py fit --config <this config> --trainer.{budget} N "
                          f"(N above {limit}; a new run, as {whole_run[0]} spans the whole run)")
         else:
-            lines.append(f"Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.{budget} N (N above {limit})")
+            lines.append(f"Train on:  {RESUME} --trainer.{budget} N (N above {limit})")
         return lines
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -123,7 +127,7 @@ class RunSummary(L.Callback):
         step = torch.load(saved[0], map_location="cpu", weights_only=True, mmap=True)["global_step"]
         print(
             f"{stopped} {saved[0]} holds step {step}: resuming repeats {trainer.global_step - step} steps.\n"
-            "Resume it: python cli.py fit --config <this config> --ckpt_path last"
+            f"Resume it: {RESUME}"
         )
 
 
