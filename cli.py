@@ -1,5 +1,6 @@
 """Train, validate, test and predict any task: ``python cli.py fit --config configs/<task>.yaml``."""
 
+import argparse
 import ctypes
 import ctypes.util
 import importlib
@@ -8,6 +9,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
@@ -24,6 +26,7 @@ from modules.classifier import ConfigError
 from modules.nets import WeightsUnavailableError
 
 CKPT_ALIASES = ("last", "best")
+LIGHTNING_OPTIMIZER_KEYS = ("optimizer", "lr_scheduler")  # LightningCLI's top-level ones, not used here
 
 # Raised inside Lightning 2.6's own pytree helper under torch >= 2.10, once per run; nothing here can change it.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -40,6 +43,11 @@ class ClassifierCLI(LightningCLI):
             "--test_after_fit", type=bool, default=False,
             help="fit only: test the best checkpoint at the end, in the same process and run folder",
         )
+        # LightningCLI's own top-level optimizer and lr_scheduler (turned off in main) would replace the model's
+        # configure_optimizers and silently drop its schedule. Their keys stay, hidden, so that run configs written
+        # with them (as null) still load; a value is refused in before_instantiate_classes with where it belongs.
+        for key in LIGHTNING_OPTIMIZER_KEYS:
+            parser.add_argument(f"--{key}", type=Any, default=None, help=argparse.SUPPRESS)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -53,6 +61,12 @@ class ClassifierCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if given := [f"--{key}" for key in LIGHTNING_OPTIMIZER_KEYS if config.get(key) is not None]:
+            raise ConfigError(
+                f"{' and '.join(given)}: LightningCLI's top-level optimizer options are not used here; the model builds "
+                "its optimizer and schedule. Use --model.optimizer torch.optim.SGD --model.optimizer.lr 0.1, and "
+                "--model.scheduler CLASS (or null); --print_config shows the config's."
+            )
         if config.trainer.precision is None:
             config.trainer.precision = default_precision(config.trainer.accelerator)
         if config.trainer.get("barebones"):
@@ -236,6 +250,7 @@ def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = Classif
             ImageClassificationDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},  # a resumed fit rewrites its run's config.yaml
             args=args,
         )

@@ -23,6 +23,11 @@ from modules.nets import MLP
 from tests.conftest import N_TEST
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TOP_LEVEL_OPTIMIZER = (
+    "{}: LightningCLI's top-level optimizer options are not used here; the model builds its optimizer and schedule. "
+    "Use --model.optimizer torch.optim.SGD --model.optimizer.lr 0.1, and --model.scheduler CLASS (or null); "
+    "--print_config shows the config's."
+)
 TASK_DATA = {"digits": None, "mnist": "mnist_dir", "cifar10": "cifar_pickle_dir", "svhn": "svhn_dir"}
 
 
@@ -339,12 +344,23 @@ def test_config_mistakes_are_named(arguments, message, capsys):
         (["--trainer.barebones", "true"], "trainer.barebones is Lightning's mode for timing its own loop: it forbids "
          "self.log, and so the metrics, checkpoints and early stopping every config relies on. Leave it off; "
          "benchmarks/compare.py times Lightning's loop against a hand-written one."),
+        (["--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.5"], TOP_LEVEL_OPTIMIZER.format("--optimizer")),
+        (["--lr_scheduler", "torch.optim.lr_scheduler.StepLR"], TOP_LEVEL_OPTIMIZER.format("--lr_scheduler")),
     ],
 )
 def test_impossible_settings_stop_with_the_message_alone(arguments, message):
     with pytest.raises(SystemExit) as done:
         cli("digits", "fit", "--trainer.fast_dev_run", "true", *arguments)
     assert done.value.code == f"error: {message}"  # no traceback: the message says what to change
+
+
+def test_run_configs_holding_the_top_level_optimizer_keys_unset_still_load(tmp_path):
+    # Every run's config.yaml written before those keys were refused holds them as null.
+    config = yaml.safe_load((CONFIGS / "digits.yaml").read_text()) | {"optimizer": None, "lr_scheduler": None}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = main(["fit", "--config", str(tmp_path / "config.yaml"), "--trainer.fast_dev_run", "true"])
+    assert type(run.trainer.optimizers[0]).__name__ == "Adam"  # the model's, with its schedule
+    assert type(run.trainer.lr_scheduler_configs[0].scheduler).__name__ == "ReduceLROnPlateau"
 
 
 @pytest.mark.parametrize("precision", ["64-true", "bf16-true"])
