@@ -202,7 +202,14 @@ class ClassifierModule(L.LightningModule):
         # Schedulers that need the whole run's step budget (OneCycleLR) get it from the trainer and step per batch.
         needs_budget = getattr(self.scheduler, "keywords", {}).get("total_steps", 0) is None
         if needs_budget:
-            scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+            steps = self.trainer.estimated_stepping_batches
+            if steps == float("inf"):
+                raise ConfigError(
+                    "model.scheduler plans its learning rates over the whole run's steps, and this run has no end "
+                    "(trainer.max_epochs -1 and no max_steps). Give --trainer.max_epochs N or --trainer.max_steps N, or "
+                    "train until early stopping with another scheduler (--model.scheduler null, or ReduceLROnPlateau)."
+                )
+            scheduler = self.scheduler(optimizer, total_steps=int(steps))
         else:
             scheduler = self.scheduler(optimizer)
         if isinstance(scheduler, ReduceLROnPlateau):

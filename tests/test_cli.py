@@ -174,6 +174,14 @@ def test_resume_that_would_outgrow_a_whole_run_schedule_is_refused(mnist_dir):
     assert last.read_bytes() == before
 
 
+def test_whole_run_schedule_without_an_end_to_the_run_is_refused():
+    onecycle = ("--model.scheduler", "torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr", "0.01")
+    with pytest.raises(SystemExit) as done:
+        cli("digits", "fit", "--trainer.max_epochs", "-1", *onecycle)
+    assert done.value.code.startswith("error: model.scheduler plans its learning rates over the whole run's steps, "
+                                      "and this run has no end (trainer.max_epochs -1 and no max_steps).")
+
+
 def test_predictions_that_cannot_be_written_are_named_before_predicting(capsys):
     Path("a_file").write_text("")
     with pytest.raises(SystemExit, match=r"cannot write predictions to a_file/sub: Not a directory\. .*--predictions.output"):
