@@ -163,7 +163,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
     batch; torchvision's transforms draw once per call, so they run image by image (slower, same meaning).
     ``transforms`` runs on whole batches in every stage. Both receive float images scaled to [0, 1], as
     ``ToTensor`` gives.
-    ``predict_dir``: a folder of image files (any layout) to predict on instead of the test split.
+    ``predict_dir``: a folder of image files (any layout), or one image file, to predict on instead of the test split.
     """
 
     task: ClassVar[str]
@@ -327,9 +327,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def _setup_predict_folder(self) -> None:
         folder = self.predict_folder()
-        if not folder.is_dir():
-            raise DataNotFoundError(f"predict_dir {folder}: no such folder. Point --data.predict_dir at a folder of images.")
-        paths = list_images(folder)
+        if not folder.exists():
+            raise DataNotFoundError(
+                f"predict_dir {folder}: no such folder or file. Point --data.predict_dir at a folder of images, or one image."
+            )
+        paths = [folder] if folder.is_file() else list_images(folder)
         if not paths:
             raise DataError(f"predict_dir {folder}: no image files in it.")
         images, kept, _, problems = read_images(paths, self.image_shape, resize=True, on_bad_image="skip")

@@ -173,6 +173,10 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     rows = list(csv.DictReader(csv_path.open()))
     assert [Path(r["image"]).name for r in rows] == ["a.jpg", "B.PNG"]
     assert all(r["predicted"] in ("mask", "nomask") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
+    one = cli("mask", "predict", "--data.predict_dir", str(photos / "a.jpg"), "--ckpt_path", "last", "--data.image_size", "48")
+    assert list(csv.DictReader((Path(one.trainer.log_dir) / "predictions.csv").open())) == rows[:1]  # one image file
+    with pytest.raises(SystemExit, match=r"gone.jpg: no such folder or file. Point --data.predict_dir at a folder"):
+        cli("mask", "predict", "--data.predict_dir", str(photos / "gone.jpg"), "--ckpt_path", "last")
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "empty.jpg").write_bytes(b"")
