@@ -53,6 +53,7 @@ class ClassifierCLI(LightningCLI):
         super().parse_arguments(parser, args)
         # Resolved here, before LightningCLI reads the checkpoint's hyperparameters to rebuild its network.
         config = self.config[self.config.subcommand]
+        expand_home(config)
         if config.get("ckpt_path") in CKPT_ALIASES:
             config.ckpt_path = str(find_checkpoint(run_folder(config), config.ckpt_path))
             rank_zero_only(print)(f"Using {config.ckpt_path}")  # once, not once per DDP process
@@ -85,7 +86,7 @@ class ClassifierCLI(LightningCLI):
             check_writable(Path(config.trainer.logger.init_args.save_dir), "logs and checkpoints",
                            "--trainer.logger.init_args.save_dir PATH")
         if self.subcommand == "predict" and config.predictions.output:  # found out before predicting, not after
-            check_writable(Path(config.predictions.output).expanduser().parent, "predictions", "--predictions.output PATH")
+            check_writable(Path(config.predictions.output).parent, "predictions", "--predictions.output PATH")
         if self.subcommand != "fit" and not config.get("ckpt_path"):
             rank_zero_only(print)(
                 f"No --ckpt_path: {self.subcommand} runs the network as the config builds it, untrained. "
@@ -131,6 +132,18 @@ def is_a(callback, kind: type) -> bool:
         return isinstance(callback, kind)
     module, _, name = callback.class_path.rpartition(".")
     return issubclass(getattr(importlib.import_module(module), name), kind)
+
+
+def expand_home(config) -> None:
+    """``~`` in the paths that Lightning and the predictions writer take as given (a YAML value, or ``--opt=~/x``,
+    which no shell expands): a logger's ``save_dir: ~/runs`` put the TensorBoard files under $HOME but the
+    checkpoints in a folder named ``~`` in the working directory. The data paths are expanded by the DataModules."""
+    logger = config.trainer.get("logger")
+    for holder, key in ((config, "ckpt_path"), (config.trainer, "default_root_dir"), (config.get("predictions"), "output"),
+                        (getattr(logger, "init_args", None), "save_dir")):
+        value = holder.get(key) if holder is not None else None
+        if isinstance(value, str) and value.startswith("~"):
+            holder[key] = os.path.expanduser(value)
 
 
 def check_writable(folder: Path, what: str, option: str) -> None:

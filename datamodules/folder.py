@@ -45,8 +45,11 @@ class ImageFolder(ImageClassificationDataModule):
             raise DataError(f"image_size={image_size}: give the side, in pixels, that images are resized to.")
         self.image_shape = (channels, image_size, image_size)
         super().__init__(data_dir=data_dir, **kwargs)
-        self.roots = {"train": self.data_dir / train_dir, "test": self.data_dir / test_dir if test_dir else None}
-        self.roots["val"] = self.data_dir / val_dir if val_dir else None
+
+        def root(folder: str | None) -> Path | None:  # relative to data_dir, or a path of its own (absolute, or from ~)
+            return self.data_dir / Path(folder).expanduser() if folder else None
+
+        self.roots = {"train": root(train_dir) or self.data_dir, "val": root(val_dir), "test": root(test_dir)}
         self.filename_pattern, self.on_bad_image = filename_pattern, on_bad_image
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         if classes is None:

@@ -182,6 +182,17 @@ def test_whole_run_schedule_without_an_end_to_the_run_is_refused():
                                       "and this run has no end (trainer.max_epochs -1 and no max_steps).")
 
 
+def test_a_tilde_that_no_shell_expanded_means_home_in_every_path(tmp_path, monkeypatch):
+    # A YAML value or --opt=~/x reaches the CLI with its "~": logs and checkpoints must both go under $HOME.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", logs="~/runs")
+    last = tmp_path / "home" / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"
+    assert last.is_file() and list(last.parents[1].glob("events.out.tfevents.*"))
+    cli("digits", "predict", "--ckpt_path", "~/runs/digits/version_0/checkpoints/last.ckpt", "--predictions.output", "~/p.csv")
+    assert (tmp_path / "home" / "p.csv").is_file()
+    assert not (tmp_path / "~").exists()  # the working directory (tmp_path here) holds no folder named "~"
+
+
 def test_predictions_that_cannot_be_written_are_named_before_predicting(capsys):
     Path("a_file").write_text("")
     with pytest.raises(SystemExit, match=r"cannot write predictions to a_file/sub: Not a directory\. .*--predictions.output"):

@@ -127,6 +127,15 @@ def test_a_single_class_is_refused_with_the_layout_to_use(mask_dir):
     with pytest.raises(DataError, match=r"classes=\['mask'\]: a classifier needs at least 2 class names"):
         mask_module(mask_dir, classes=["mask"])
 
+def test_split_folders_are_relative_to_data_dir_or_absolute_or_from_home(mask_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "held out").symlink_to(mask_dir / "image")
+    for test_dir in ("image", str(tmp_path / "held out"), "~/held out"):
+        dm = mask_module(mask_dir, test_dir=test_dir)
+        dm.setup("test")
+        assert len(dm.test_set) == sum(MASK_GOOD.values())
+
+
 def test_food11_labels_come_from_file_names_in_natural_order(food11_dir):
     dm = Food11(data_dir=str(food11_dir), train_dir="training", val_dir="validation", filename_pattern=r"^(\d+)_", image_size=32)
     assert dm.class_names == [str(i) for i in range(11)]  # 2 before 10
