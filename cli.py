@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
@@ -124,6 +125,9 @@ class ClassifierCLI(LightningCLI):
             )
         if self.trained_shape is not None:
             check_input_shape(self.model, tuple(self.trained_shape), self.config[self.subcommand].ckpt_path)
+        config = self.config[self.subcommand]
+        if self.subcommand == "fit" and config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm"):
+            check_batch_norm_takes_one_image(self.model)
 
 
 def is_a(callback, kind: type) -> bool:
@@ -185,6 +189,33 @@ def check_input_shape(model: ClassifierModule, trained: tuple[int, ...], ckpt_pa
         ) from exc
     finally:
         model.train(was_training)
+
+
+def check_batch_norm_takes_one_image(model: ClassifierModule) -> None:
+    """Batches of one image: BatchNorm normalises each channel over the batch and its pixels, so a layer that sees one
+    value per channel (BatchNorm1d after a Linear, BatchNorm2d on 1x1 maps) stops training at the first step with
+    "Expected more than 1 value per channel". Found before the run from a blank forward, in eval mode."""
+    single = []
+
+    def record(layer: nn.Module, inputs: tuple[torch.Tensor, ...], _) -> None:
+        if inputs[0].shape[2:].numel() == 1:  # (N, C) or (N, C, 1, 1): one value per channel and image
+            single.append(type(layer).__name__)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(blank_input(model, 2))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    if single:
+        raise ConfigError(
+            f"batch_size=1: the network's {single[0]} normalises each channel over the batch, and a batch of one image "
+            "gives it a single value per channel (training would stop at its first step). Use --data.batch_size 2 or "
+            "more, or a network without BatchNorm."
+        )
 
 
 def resume_in_place(config) -> None:

@@ -363,6 +363,9 @@ def test_config_mistakes_are_named(arguments, message, capsys):
         (["--trainer.barebones", "true"], "trainer.barebones is Lightning's mode for timing its own loop: it forbids "
          "self.log, and so the metrics, checkpoints and early stopping every config relies on. Leave it off; "
          "benchmarks/compare.py times Lightning's loop against a hand-written one."),
+        (["--data.batch_size", "1"], "batch_size=1: the network's BatchNorm1d normalises each channel over the batch, "
+         "and a batch of one image gives it a single value per channel (training would stop at its first step). Use "
+         "--data.batch_size 2 or more, or a network without BatchNorm."),
         (["--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.5"], TOP_LEVEL_OPTIMIZER.format("--optimizer")),
         (["--lr_scheduler", "torch.optim.lr_scheduler.StepLR"], TOP_LEVEL_OPTIMIZER.format("--lr_scheduler")),
     ],
@@ -371,6 +374,13 @@ def test_impossible_settings_stop_with_the_message_alone(arguments, message):
     with pytest.raises(SystemExit) as done:
         cli("digits", "fit", "--trainer.fast_dev_run", "true", *arguments)
     assert done.value.code == f"error: {message}"  # no traceback: the message says what to change
+
+
+def test_batches_of_one_image_train_where_no_batch_norm_sees_one_value_per_channel(mnist_dir):
+    # SmallCNN's BatchNorm2d normalises over each image's pixels; the MLP without BatchNorm has none.
+    assert cli("mnist", "fit", "--trainer.fast_dev_run", "true", "--data.batch_size", "1", data_dir=mnist_dir).trainer.global_step == 1
+    assert cli("digits", "fit", "--trainer.fast_dev_run", "true", "--data.batch_size", "1",
+               "--model.net.batch_norm", "false").trainer.global_step == 1
 
 
 def test_run_configs_holding_the_top_level_optimizer_keys_unset_still_load(tmp_path):
