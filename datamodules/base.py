@@ -238,10 +238,25 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def missing_files(self) -> list[Path]:
         return [path for path in self.expected_files() if not path.exists()]
 
+    def found_nearby(self) -> Path | None:
+        """For a data_dir that exists but lacks the files: a folder up to 3 above it, or one inside it, that holds every
+        expected file. The usual slip is pointing at the dataset's own folder (``MNIST/``, ``cifar-10-batches-py/``,
+        a folder set's ``train/``) instead of the one that holds it."""
+        expected = [path.relative_to(self.data_dir) for path in self.expected_files()]
+        if not expected or not self.data_dir.is_dir():
+            return None
+        inside = sorted(p for p in self.data_dir.iterdir() if p.is_dir())
+        return next((f for f in [*self.data_dir.resolve().parents[:3], *inside] if all((f / p).exists() for p in expected)), None)
+
     def _check_files(self, download_error: Exception | None = None) -> None:
         missing = self.missing_files()
         if not missing:
             return
+        if (found := self.found_nearby()) is not None:
+            raise DataNotFoundError(
+                f"{self.task}: data not found in {self.data_dir.resolve()}, but {found} holds every file it needs: "
+                f"use --data.data_dir {found}"
+            )
         listing = "\n".join(f"  {path}" for path in missing)
         why = f"\nDownloading failed: {download_error}" if download_error else ""
         where = f"\nGet the data from {self.source}" if self.source else ""
@@ -261,7 +276,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if self.predicting_a_folder():
             return
         error = None
-        if self.missing_files() and self.hparams.download:
+        if self.missing_files() and self.hparams.download and self.found_nearby() is None:  # no second copy
             try:
                 self.download_files()
             except Exception as exc:  # no network, a moved mirror...: report it with the missing files

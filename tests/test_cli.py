@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cli import main
-from datamodules import Digits
+from datamodules import MNIST, Digits
 from modules import ClassifierModule
 from modules.classifier import ConfigError
 from modules.nets import MLP
@@ -239,6 +239,17 @@ def test_missing_data_stops_before_training_with_the_files_named(tmp_path):
         cli("mnist", "fit", data_dir=tmp_path / "nowhere")
     message = str(error.value.code)
     assert message.startswith("error: mnist: data not found in") and "MNIST/raw/t10k-images-idx3-ubyte" in message
+
+
+def test_data_dir_one_level_off_names_the_folder_that_holds_the_files_and_downloads_nothing(mnist_dir, monkeypatch):
+    downloads = []
+    monkeypatch.setattr(MNIST, "download_files", lambda self: downloads.append(self.data_dir))
+    for wrong in (mnist_dir / "MNIST", mnist_dir / "MNIST" / "raw", mnist_dir.parent):  # its own folder, or above
+        with pytest.raises(SystemExit) as error:
+            cli("mnist", "fit", "--data.download", "true", data_dir=wrong)
+        assert error.value.code == (f"error: mnist: data not found in {wrong}, but {mnist_dir} holds every file it "
+                                    f"needs: use --data.data_dir {mnist_dir}")
+    assert downloads == []  # not a second copy inside the wrong folder
 
 
 def test_ckpt_alias_without_a_run_says_what_to_do():
