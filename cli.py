@@ -27,6 +27,9 @@ from modules.classifier import ConfigError
 from modules.nets import WeightsUnavailableError
 
 CKPT_ALIASES = ("last", "best")
+RUN_SWITCHES = ("compile", "channels_last")  # how the model runs, not what it trained: the config's say wins
+# Model settings a resumed fit may differ in: linked from the data, the run switches, the pretrained download.
+NOT_TRAINED_SETTINGS = ("class_names", "input_shape", *RUN_SWITCHES, "net.init_args.weights")
 LIGHTNING_OPTIMIZER_KEYS = ("optimizer", "lr_scheduler")  # LightningCLI's top-level ones, not used here
 
 # Raised inside Lightning 2.6's own pytree helper under torch >= 2.10, once per run; nothing here can change it.
@@ -60,6 +63,7 @@ class ClassifierCLI(LightningCLI):
             rank_zero_only(print)(f"Using {config.ckpt_path}")  # once, not once per DDP process
         trained = checkpoint_facts(config.ckpt_path) if config.get("ckpt_path") else {}
         self.trained_on, self.trained_shape = trained.get("class_names"), trained.get("input_shape")
+        self.configured_model = config.model.clone()  # LightningCLI replaces it next with the checkpoint's settings
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -93,6 +97,8 @@ class ClassifierCLI(LightningCLI):
                 f"No --ckpt_path: {self.subcommand} runs the network as the config builds it, untrained. "
                 "Add --ckpt_path best (the newest run's best checkpoint), last, or the path of a .ckpt file."
             )
+        if config.get("ckpt_path"):
+            self.reconcile_model_settings(config)
         if self.subcommand == "fit" and config.get("ckpt_path"):
             resume_in_place(config)
         net = config.model.init_args.net
@@ -101,6 +107,27 @@ class ClassifierCLI(LightningCLI):
         data = config.data.init_args
         if self.trained_on is not None and "classes" in data and data.classes is None:
             data.classes = self.trained_on  # folder data without a training folder (predict) takes the checkpoint's
+
+    def reconcile_model_settings(self, config) -> None:
+        """With --ckpt_path, LightningCLI rebuilds the model from the checkpoint's settings, ignoring the config's. The
+        switches of how it runs (compile, channels_last) follow the config again. A resumed fit whose config asks
+        for another network, optimizer or schedule is refused: it would silently continue the checkpoint's."""
+        configured, trained = self.configured_model.init_args, config.model.init_args
+        for switch in RUN_SWITCHES:
+            trained[switch] = configured[switch]
+        if self.subcommand != "fit":
+            return  # evaluating: the checkpoint's network, whatever the config says (as README tells)
+        ours, theirs = flat_settings(configured.as_dict()), flat_settings(trained.as_dict())
+        differ = [f"{key} {ours.get(key)} (checkpoint: {theirs.get(key)})" for key in sorted(ours.keys() | theirs.keys())
+                  if ours.get(key) != theirs.get(key) and not key.startswith(NOT_TRAINED_SETTINGS)]
+        if differ:
+            own = Path(config.ckpt_path).parent.parent / "config.yaml"
+            use = f"the run's own config (--config {own})" if own.is_file() else "the settings it was trained with"
+            raise ConfigError(
+                f"--ckpt_path {config.ckpt_path} continues a run as it was trained, but this config's model differs: "
+                f"model.{', model.'.join(differ)}. Resume with {use}, or start a new run (no --ckpt_path) to train "
+                "with these settings."
+            )
 
     def before_fit(self) -> None:
         if self.config.fit.test_after_fit:
@@ -128,6 +155,17 @@ class ClassifierCLI(LightningCLI):
         config = self.config[self.subcommand]
         if self.subcommand == "fit" and config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm"):
             check_batch_norm_takes_one_image(self.model)
+
+
+def flat_settings(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as ``{"optimizer.init_args.lr": 0.001, ...}``."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def is_a(callback, kind: type) -> bool:

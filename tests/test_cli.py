@@ -15,11 +15,11 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cli import main
+from cli import check_batch_norm_takes_one_image, main
 from datamodules import MNIST, Digits
 from modules import ClassifierModule
 from modules.classifier import ConfigError
-from modules.nets import MLP
+from modules.nets import MLP, SmallCNN
 from tests.conftest import N_TEST
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -153,7 +153,16 @@ def test_resume_from_last_continues_where_it_stopped(capsys):
     common = ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1")
     cli("digits", "fit", "--trainer.max_epochs", "2", *common, logs="straight")
     cli("digits", "fit", "--trainer.max_epochs", "1", *common, logs="stopped")
-    resumed = cli("digits", "fit", "--trainer.max_epochs", "2", "--ckpt_path", "last", *common, logs="stopped")
+    with pytest.raises(SystemExit) as refused:  # LightningCLI would continue the checkpoint's settings, silently
+        cli("digits", "fit", "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.optimizer.lr", "0.1", logs="stopped")
+    assert refused.value.code == (
+        "error: --ckpt_path stopped/digits/version_0/checkpoints/last.ckpt continues a run as it was trained, but this "
+        "config's model differs: model.optimizer.init_args.lr 0.1 (checkpoint: 0.001). Resume with the run's own config "
+        "(--config stopped/digits/version_0/config.yaml), or start a new run (no --ckpt_path) to train with these settings."
+    )
+    resumed = cli("digits", "fit", "--trainer.max_epochs", "2", "--ckpt_path", "last", *common,
+                  "--model.channels_last", "false", logs="stopped")  # how the model runs may change on resume
+    assert resumed.model.hparams.channels_last is False  # the config's switch, not the checkpoint's (true)
     assert "Using stopped/digits/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
     assert resumed.trainer.log_dir == "stopped/digits/version_0"  # the same run folder: its curves continue
     assert resumed.trainer.logger.version == 0  # what the progress bar shows as v_num
@@ -387,11 +396,14 @@ def test_impossible_settings_stop_with_the_message_alone(arguments, message):
     assert done.value.code == f"error: {message}"  # no traceback: the message says what to change
 
 
-def test_batches_of_one_image_train_where_no_batch_norm_sees_one_value_per_channel(mnist_dir):
-    # SmallCNN's BatchNorm2d normalises over each image's pixels; the MLP without BatchNorm has none.
-    assert cli("mnist", "fit", "--trainer.fast_dev_run", "true", "--data.batch_size", "1", data_dir=mnist_dir).trainer.global_step == 1
-    assert cli("digits", "fit", "--trainer.fast_dev_run", "true", "--data.batch_size", "1",
-               "--model.net.batch_norm", "false").trainer.global_step == 1
+def test_batches_of_one_image_are_refused_only_where_a_batch_norm_sees_one_value_per_channel():
+    def model(net, shape):
+        return ClassifierModule(net=net, class_names=list("ab"), input_shape=shape)
+
+    check_batch_norm_takes_one_image(model(partial(SmallCNN, channels=(4, 8)), (1, 28, 28)))  # BatchNorm2d over pixels
+    check_batch_norm_takes_one_image(model(partial(MLP, in_features=64, hidden=[8]), (1, 8, 8)))  # no BatchNorm
+    with pytest.raises(ConfigError, match="batch_size=1: the network's BatchNorm1d"):
+        check_batch_norm_takes_one_image(model(partial(MLP, in_features=64, hidden=[8], batch_norm=True), (1, 8, 8)))
 
 
 def test_run_configs_holding_the_top_level_optimizer_keys_unset_still_load(tmp_path):
