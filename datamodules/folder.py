@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from datamodules.base import ImageClassificationDataModule, report_skipped
@@ -102,7 +103,13 @@ class ImageFolder(ImageClassificationDataModule):
         return self._read(split) if self.roots[split] is not None else None
 
     def load_validation(self) -> tuple[Tensor, Tensor] | None:
-        return self._read("val") if self.roots["val"] is not None and self.roots["val"].is_dir() else None
+        folder = self.roots["val"]
+        if folder is not None and folder.is_dir():
+            return self._read("val")
+        if folder is not None:  # a layout without one (Kaggle's flat cats vs dogs), or a misspelt val_dir
+            rank_zero_info(f"{self.task}: no validation folder {folder}; validation is drawn from the training images "
+                           f"(val_split {self.hparams.val_split}, seed {self.hparams.seed}).")
+        return None
 
     def file_keys(self, n: int) -> list[str]:
         return self._file_hashes

@@ -150,12 +150,16 @@ def test_food11_labels_come_from_file_names_in_natural_order(food11_dir):
     assert dm.predict_folder() == food11_dir / "evaluation"
 
 
-def test_catdog_reads_the_filtered_and_the_kaggle_layouts(catdog_filtered_dir, catdog_kaggle_dir):
+def test_catdog_reads_the_filtered_and_the_kaggle_layouts(catdog_filtered_dir, catdog_kaggle_dir, caplog):
     filtered = CatsDogs(data_dir=str(catdog_filtered_dir), val_dir="validation", filename_pattern=r"^(cat|dog)\.", image_size=32)
     filtered.setup("fit")
     assert filtered.class_names == ["cats", "dogs"] and (len(filtered.train_set), len(filtered.val_set)) == (12, 4)
+    assert "no validation folder" not in caplog.text
     kaggle = CatsDogs(data_dir=str(catdog_kaggle_dir), val_dir="validation", filename_pattern=r"^(cat|dog)\.", val_split=4, image_size=32)
     kaggle.setup("fit")
+    # Said, so that a misspelt val_dir is not silently replaced by a split of the training images.
+    assert (f"catdog: no validation folder {catdog_kaggle_dir / 'validation'}; validation is drawn from the training "
+            "images (val_split 4, seed 42).") in caplog.text
     assert kaggle.class_names == ["cat", "dog"] and (len(kaggle.train_set), len(kaggle.val_set)) == (8, 4)
     for image, label in zip(kaggle.val_set.images, kaggle.val_set.labels):
         assert label_of_folder_image(image.float() / 255) == label
