@@ -150,11 +150,10 @@ class ClassifierCLI(LightningCLI):
                 f"{self.config[self.subcommand].ckpt_path} was trained on classes {self.trained_on}, but the data "
                 f"has classes {list(self.datamodule.class_names)}. Use a checkpoint of this task and data."
             )
-        if self.trained_shape is not None:
-            check_input_shape(self.model, tuple(self.trained_shape), self.config[self.subcommand].ckpt_path)
         config = self.config[self.subcommand]
-        if self.subcommand == "fit" and config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm"):
-            check_batch_norm_takes_one_image(self.model)
+        one_image_batches = config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm")
+        check_network_takes_the_data(self.model, self.trained_shape, config.get("ckpt_path"),
+                                     one_image_batches=self.subcommand == "fit" and one_image_batches)
 
 
 def flat_settings(settings: dict, prefix: str = "") -> dict:
@@ -210,40 +209,38 @@ def checkpoint_facts(path: str) -> dict:
     return facts
 
 
-def check_input_shape(model: ClassifierModule, trained: tuple[int, ...], ckpt_path: str) -> None:
-    """A checkpoint's network meets images of another shape (another task's data, another image_size): fine where
-    the network adapts (global pooling), refused with both shapes where it cannot, instead of failing mid-run."""
-    shape = tuple(model.hparams["input_shape"])
-    if shape == trained:
-        return
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(blank_input(model, 2))
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"{ckpt_path} was trained on images of shape {trained} (channels, height, width); its network cannot take "
-            f"this data's {shape} ({exc}). Use a checkpoint of this task and data, or the image size it was trained on."
-        ) from exc
-    finally:
-        model.train(was_training)
-
-
-def check_batch_norm_takes_one_image(model: ClassifierModule) -> None:
-    """Batches of one image: BatchNorm normalises each channel over the batch and its pixels, so a layer that sees one
-    value per channel (BatchNorm1d after a Linear, BatchNorm2d on 1x1 maps) stops training at the first step with
-    "Expected more than 1 value per channel". Found before the run from a blank forward, in eval mode."""
-    single = []
+def check_network_takes_the_data(
+    model: ClassifierModule, trained_shape: tuple[int, ...] | None = None, ckpt_path: str | None = None,
+    one_image_batches: bool = False,
+) -> None:
+    """One blank forward at the data's input shape (eval mode, no gradients) before the run, so that a network that
+    cannot take the data stops with what to change instead of a traceback in the sanity check: another network size
+    than the data's (an MLP's in_features), a checkpoint of other images (fine where the network adapts, as with global
+    pooling), or, in batches of one image, a BatchNorm layer that would see a single value per channel (BatchNorm1d
+    after a Linear; BatchNorm2d normalises over pixels too) and stop at the first training step."""
+    shape, single = tuple(model.hparams["input_shape"]), []
 
     def record(layer: nn.Module, inputs: tuple[torch.Tensor, ...], _) -> None:
         if inputs[0].shape[2:].numel() == 1:  # (N, C) or (N, C, 1, 1): one value per channel and image
             single.append(type(layer).__name__)
 
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    batch_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if one_image_batches else []
+    hooks = [m.register_forward_hook(record) for m in batch_norms]
     was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(blank_input(model, 2))
+    except RuntimeError as exc:
+        if trained_shape is not None and tuple(trained_shape) != shape:
+            raise ConfigError(
+                f"{ckpt_path} was trained on images of shape {tuple(trained_shape)} (channels, height, width); its network "
+                f"cannot take this data's {shape} ({exc}). Use a checkpoint of this task and data, or the image size it "
+                "was trained on."
+            ) from exc
+        raise ConfigError(
+            f"the network ({type(model.net).__name__}) cannot take this data's images, of shape {shape} (channels, height, "
+            f"width): {exc}. Set model.net's sizes (in_features, in_channels, image_size) to the data's."
+        ) from exc
     finally:
         model.train(was_training)
         for hook in hooks:

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import cli as cli_module
-from cli import check_batch_norm_takes_one_image, keep_freed_memory, main
+from cli import check_network_takes_the_data, keep_freed_memory, main
 from datamodules import MNIST, Digits
 from modules import ClassifierModule
 from modules.classifier import ConfigError
@@ -397,14 +398,22 @@ def test_impossible_settings_stop_with_the_message_alone(arguments, message):
     assert done.value.code == f"error: {message}"  # no traceback: the message says what to change
 
 
+def test_network_that_cannot_take_the_data_is_refused_before_the_run():
+    with pytest.raises(SystemExit) as done:
+        cli("digits", "validate", "--model.net.in_features", "784")  # the MNIST size, on 8x8 digits
+    assert re.fullmatch(r"error: the network \(MLP\) cannot take this data's images, of shape \(1, 8, 8\) \(channels, "
+                        r"height, width\): .*784.*\. Set model.net's sizes \(in_features, in_channels, image_size\) to "
+                        r"the data's\.", done.value.code)
+
+
 def test_batches_of_one_image_are_refused_only_where_a_batch_norm_sees_one_value_per_channel():
     def model(net, shape):
         return ClassifierModule(net=net, class_names=list("ab"), input_shape=shape)
 
-    check_batch_norm_takes_one_image(model(partial(SmallCNN, channels=(4, 8)), (1, 28, 28)))  # BatchNorm2d over pixels
-    check_batch_norm_takes_one_image(model(partial(MLP, in_features=64, hidden=[8]), (1, 8, 8)))  # no BatchNorm
+    check_network_takes_the_data(model(partial(SmallCNN, channels=(4, 8)), (1, 28, 28)), one_image_batches=True)  # over pixels
+    check_network_takes_the_data(model(partial(MLP, in_features=64, hidden=[8]), (1, 8, 8)), one_image_batches=True)  # none
     with pytest.raises(ConfigError, match="batch_size=1: the network's BatchNorm1d"):
-        check_batch_norm_takes_one_image(model(partial(MLP, in_features=64, hidden=[8], batch_norm=True), (1, 8, 8)))
+        check_network_takes_the_data(model(partial(MLP, in_features=64, hidden=[8], batch_norm=True), (1, 8, 8)), one_image_batches=True)
 
 
 def test_run_configs_holding_the_top_level_optimizer_keys_unset_still_load(tmp_path):
