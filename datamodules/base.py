@@ -242,9 +242,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """For a data_dir that exists but lacks the files: a folder up to 3 above it, or one inside it, that holds every
         expected file. The usual slip is pointing at the dataset's own folder (``MNIST/``, ``cifar-10-batches-py/``,
         a folder set's ``train/``) instead of the one that holds it."""
-        expected = [path.relative_to(self.data_dir) for path in self.expected_files()]
-        if not expected or not self.data_dir.is_dir():
-            return None
+        expected = [path.relative_to(self.data_dir) for path in self.expected_files() if path.is_relative_to(self.data_dir)]
+        if not expected or len(expected) < len(self.expected_files()) or not self.data_dir.is_dir():
+            return None  # nothing expected, or some of it elsewhere (a test_dir of its own)
         inside = sorted(p for p in self.data_dir.iterdir() if p.is_dir())
         return next((f for f in [*self.data_dir.resolve().parents[:3], *inside] if all((f / p).exists() for p in expected)), None)
 

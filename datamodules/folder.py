@@ -75,13 +75,18 @@ class ImageFolder(ImageClassificationDataModule):
         super().prepare_data()
         if self.cache_dir is None or self.predicting_a_folder():
             return
-        stage = self.trainer.state.fn if self.trainer is not None else None
-        splits = ["test"] if stage in ("test", "predict") and self.roots["test"] is not None else ["train", "val"]
-        for split in splits:
+        for split in ["test"] if self.on_test_folder_only() else ["train", "val"]:
             if self.roots[split] is not None and self.roots[split].is_dir():
                 self._decode(self.roots[split])
 
+    def on_test_folder_only(self) -> bool:
+        """test or predict with a test_dir: that folder is all they read (the class names come from the checkpoint)."""
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        return stage in ("test", "predict") and self.roots["test"] is not None
+
     def expected_files(self) -> list[Path]:
+        if self.on_test_folder_only():
+            return [self.roots["test"]]
         return [root for split, root in self.roots.items() if root is not None and split != "val"]
 
     def _decode(self, root: Path) -> tuple[Tensor, Tensor, list[str], list[str]]:

@@ -134,6 +134,9 @@ def test_split_folders_are_relative_to_data_dir_or_absolute_or_from_home(mask_di
         dm = mask_module(mask_dir, test_dir=test_dir)
         dm.setup("test")
         assert len(dm.test_set) == sum(MASK_GOOD.values())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty/image"):  # named as missing, not searched for next to a test_dir elsewhere
+        FaceMask(data_dir=str(tmp_path / "empty"), train_dir="image", test_dir=str(tmp_path / "held out"), classes=["a", "b"]).setup("fit")
 
 
 def test_food11_labels_come_from_file_names_in_natural_order(food11_dir):
@@ -171,6 +174,10 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     cli("mask", "validate", *data, "--ckpt_path", "best")
     tested = cli("mask", "test", *data, "--ckpt_path", "best")  # no test folder: the validation split
     assert "test/acc" in tested.trainer.callback_metrics
+    # A labelled folder of its own needs no training folder: the class names come from the checkpoint.
+    elsewhere = cli("mask", "test", "--data.data_dir", str(tmp_path / "gone"), "--data.test_dir", str(mask_dir / "image"),
+                    "--ckpt_path", "best")
+    assert len(elsewhere.datamodule.test_set) == sum(MASK_GOOD.values()) and "test/acc" in elsewhere.trainer.callback_metrics
     with pytest.raises(SystemExit, match=r"drawn from its 26 training images \(val_split 0.1, seed 42: 2 images\); this run draws 13"):
         cli("mask", "test", *data, "--ckpt_path", "best", "--data.val_split", "0.5")  # a test on images it trained on
     photos = tmp_path / "my photos"
