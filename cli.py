@@ -91,7 +91,7 @@ class ClassifierCLI(LightningCLI):
             check_writable(Path(config.trainer.logger.init_args.save_dir), "logs and checkpoints",
                            "--trainer.logger.init_args.save_dir PATH")
         if self.subcommand == "predict" and config.predictions.output:  # found out before predicting, not after
-            check_writable(Path(config.predictions.output).parent, "predictions", "--predictions.output PATH")
+            check_writable(PredictionWriter.csv_path(config.predictions.output).parent, "predictions", "--predictions.output PATH")
         if self.subcommand != "fit" and not config.get("ckpt_path"):
             rank_zero_only(print)(
                 f"No --ckpt_path: {self.subcommand} runs the network as the config builds it, untrained. "

@@ -1,6 +1,7 @@
 """Project callbacks, where Lightning has none that fits."""
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch.nn.parallel import DistributedDataParallel
 from torchinfo import summary
+from tqdm import tqdm
 
 
 RESUME = "python cli.py fit --config <this config> --ckpt_path last"  # what the end and Ctrl+C reports suggest
@@ -155,9 +157,15 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             self._write(trainer, pl_module.class_names, rows)
 
+    @staticmethod
+    def csv_path(output: str) -> Path:
+        """``output`` itself, or ``predictions.csv`` inside it where it names a folder (an existing one, or ``dir/``)."""
+        path = Path(output)
+        return path / "predictions.csv" if path.is_dir() or output.endswith(("/", os.sep)) else path
+
     def _write(self, trainer: L.Trainer, names: list[str], rows: list[tuple[int, int, float, int]]) -> None:
         paths = getattr(trainer.datamodule, "predict_paths", None)
-        path = Path(self.output) if self.output else Path(run_dir(trainer) or ".") / "predictions.csv"
+        path = self.csv_path(self.output) if self.output else Path(run_dir(trainer) or ".") / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
@@ -170,7 +178,7 @@ class PredictionWriter(BasePredictionWriter):
                 for position, predicted, probability, label in rows:
                     image = paths[position] if paths else position
                     writer.writerow([image, names[predicted], f"{probability:.4f}", *([names[label]] if known else [])])
-        print(f"Wrote {len(rows)} predictions to {path}")
+        tqdm.write(f"Wrote {len(rows)} predictions to {path}")  # on a line of its own, below the progress bar
 
 
 class BackboneFinetuning(callbacks.BackboneFinetuning):

@@ -211,6 +211,14 @@ def test_predictions_that_cannot_be_written_are_named_before_predicting(capsys):
     assert "Predicting" not in capsys.readouterr().err  # stopped before the work
 
 
+def test_predictions_output_naming_a_folder_writes_predictions_csv_in_it(capsys):
+    Path("results").mkdir()
+    for folder in ("results", "new/"):  # an existing folder, or one to make
+        cli("digits", "predict", "--predictions.output", folder)
+        assert f"Wrote 359 predictions to {Path(folder) / 'predictions.csv'}\n" in capsys.readouterr().out
+        assert len((Path(folder) / "predictions.csv").read_text().splitlines()) == 1 + 359
+
+
 def test_evaluating_without_a_checkpoint_says_the_network_is_untrained(capsys):
     cli("digits", "validate", "--trainer.limit_val_batches", "1")
     assert "No --ckpt_path: validate runs the network as the config builds it, untrained." in capsys.readouterr().out
