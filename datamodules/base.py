@@ -289,8 +289,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return
         self._check_files()
         if stage in ("fit", "validate") and not hasattr(self, "train_set"):
-            images, labels = self._checked(*self.load("train"), split="train")
-            shipped = self.load_validation()
+            images, labels = self._checked(*self._readable("train"), split="train")
+            shipped = self._readable("validation")
             if shipped is not None:
                 self.train_set = InMemoryImages(images, labels)
                 self.val_set = InMemoryImages(*self._checked(*shipped, split="validation"))
@@ -306,13 +306,29 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 self.train_set = InMemoryImages(images, labels, train)
                 self.val_set = InMemoryImages(images, labels, val)
         if stage in ("test", "predict") and not hasattr(self, "test_set"):
-            loaded = self.load("test")
+            loaded = self._readable("test")
             if loaded is None:
                 rank_zero_only(print)(f"{self.task}: no labelled test split; test and predict use the validation split.")
                 self.setup("fit")
                 self.test_set = self.val_set
             else:
                 self.test_set = InMemoryImages(*self._checked(*loaded, split="test"))
+
+    def _readable(self, split: str) -> tuple[Tensor, Tensor] | None:
+        """``load`` (or ``load_validation``), where a file no reader can take (a download cut short, another format)
+        is reported with the task's files and how to get them again, instead of the reader's traceback."""
+        try:
+            return self.load_validation() if split == "validation" else self.load(split)
+        except (DataError, MemoryError):
+            raise
+        except Exception as exc:  # each reader (torchvision's, pickle, scipy's .mat) fails its own way
+            files = "\n  ".join(str(path) for path in self.expected_files())
+            where = f" from {self.source}" if self.source else ""
+            raise DataError(
+                f"{self.task}: cannot read its {split} data in {self.data_dir} ({type(exc).__name__}: {exc}). A file is "
+                f"damaged or incomplete (a download cut short?). Its files:\n  {files}\nDelete the damaged one and run "
+                f"again with --data.download true, or get it again{where}."
+            ) from exc
 
     def state_dict(self) -> dict[str, Any]:
         """Kept in every checkpoint: how validation was drawn from the training images, when it was."""

@@ -112,6 +112,25 @@ def test_missing_files_are_named(cls, expected, tmp_path):
     assert str(tmp_path / "empty") in message and expected in message and "--data.data_dir" in message
 
 
+@pytest.mark.parametrize(
+    ("cls", "fixture", "damaged"),
+    [
+        (MNIST, "mnist_dir", "MNIST/raw/train-images-idx3-ubyte"),
+        (CIFAR10, "cifar_pickle_dir", "cifar-10-batches-py/data_batch_1"),
+        (SVHN, "svhn_dir", "train_32x32.mat"),
+    ],
+)
+def test_damaged_files_are_named_with_how_to_get_them_again(cls, fixture, damaged, request):
+    data_dir = request.getfixturevalue(fixture)
+    file = data_dir / damaged
+    file.write_bytes(file.read_bytes()[:100])  # a download cut short
+    with pytest.raises(DataError) as error:
+        cls(data_dir=str(data_dir), download=False).setup("fit")
+    message = str(error.value)
+    assert message.startswith(f"{cls.task}: cannot read its train data in {data_dir} (") and str(file) in message
+    assert "damaged or incomplete" in message and "--data.download true" in message
+
+
 def test_failed_download_is_reported_with_the_missing_files(tmp_path, monkeypatch):
     def offline(self):
         raise OSError("Temporary failure in name resolution")
