@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
 
 from datamodules import ImageClassificationDataModule
 from datamodules.errors import DataError
@@ -145,15 +145,15 @@ class ClassifierCLI(LightningCLI):
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
     def after_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
         if self.trained_on is not None and list(self.datamodule.class_names) != list(self.trained_on):
             raise ConfigError(
-                f"{self.config[self.subcommand].ckpt_path} was trained on classes {self.trained_on}, but the data "
+                f"{config.ckpt_path} was trained on classes {self.trained_on}, but the data "
                 f"has classes {list(self.datamodule.class_names)}. Use a checkpoint of this task and data."
             )
-        config = self.config[self.subcommand]
-        one_image_batches = config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm")
-        check_network_takes_the_data(self.model, self.trained_shape, config.get("ckpt_path"),
-                                     one_image_batches=self.subcommand == "fit" and one_image_batches)
+        # Batches of one image in training (SyncBatchNorm normalises over every process's batch instead).
+        one_image_batches = self.subcommand == "fit" and config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm")
+        check_network_takes_the_data(self.model, self.trained_shape, config.get("ckpt_path"), one_image_batches)
 
 
 def flat_settings(settings: dict, prefix: str = "") -> dict:
