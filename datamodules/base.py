@@ -252,6 +252,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         missing = self.missing_files()
         if not missing:
             return
+        if self.data_dir.is_file():  # most often the downloaded archive itself
+            archive = self.data_dir.name.lower().endswith((".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2"))
+            how = "extract it, then point --data.data_dir at the folder it makes" if archive else "point --data.data_dir at the folder that holds the data"
+            raise DataNotFoundError(f"{self.task}: data_dir {self.data_dir} is a file, not a folder: {how}.")
         if (found := self.found_nearby()) is not None:
             raise DataNotFoundError(
                 f"{self.task}: data not found in {self.data_dir.resolve()}, but {found} holds every file it needs: "
@@ -276,7 +280,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if self.predicting_a_folder():
             return
         error = None
-        if self.missing_files() and self.hparams.download and self.found_nearby() is None:  # no second copy
+        if self.missing_files() and self.hparams.download and not self.data_dir.is_file() and self.found_nearby() is None:
             try:
                 self.download_files()
             except Exception as exc:  # no network, a moved mirror...: report it with the missing files

@@ -131,6 +131,17 @@ def test_damaged_files_are_named_with_how_to_get_them_again(cls, fixture, damage
     assert "damaged or incomplete" in message and "--data.download true" in message
 
 
+@pytest.mark.parametrize(("name", "how"), [("mnist.tar.gz", "extract it, then point --data.data_dir at the folder it makes"),
+                                           ("notes.txt", "point --data.data_dir at the folder that holds the data")])
+def test_data_dir_that_is_a_file_says_so_and_downloads_nothing(name, how, tmp_path, monkeypatch):
+    downloads = []
+    monkeypatch.setattr(MNIST, "download_files", lambda self: downloads.append(self))
+    (tmp_path / name).write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataNotFoundError) as error:
+        MNIST(data_dir=str(tmp_path / name), download=True).prepare_data()
+    assert str(error.value) == f"mnist: data_dir {tmp_path / name} is a file, not a folder: {how}." and downloads == []
+
+
 def test_failed_download_is_reported_with_the_missing_files(tmp_path, monkeypatch):
     def offline(self):
         raise OSError("Temporary failure in name resolution")
