@@ -242,17 +242,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """For a data_dir that exists but lacks the files: a folder up to 3 above it, or one inside it, that holds every
         expected file. The usual slip is pointing at the dataset's own folder (``MNIST/``, ``cifar-10-batches-py/``,
         a folder set's ``train/``) instead of the one that holds it."""
-        expected = [path.relative_to(self.data_dir) for path in self.expected_files() if path.is_relative_to(self.data_dir)]
-        if not expected or len(expected) < len(self.expected_files()) or not self.data_dir.is_dir():
+        expected = self.expected_files()
+        if not expected or not self.data_dir.is_dir() or not all(path.is_relative_to(self.data_dir) for path in expected):
             return None  # nothing expected, or some of it elsewhere (a test_dir of its own)
+        expected = [path.relative_to(self.data_dir) for path in expected]
         inside = sorted(p for p in self.data_dir.iterdir() if p.is_dir())
         return next((f for f in [*self.data_dir.resolve().parents[:3], *inside] if all((f / p).exists() for p in expected)), None)
 
-    def _check_files(self, download_error: Exception | None = None) -> None:
-        missing = self.missing_files()
-        if not missing:
-            return
-        if self.data_dir.is_file():  # most often the downloaded archive itself
+    def _refuse_a_misplaced_data_dir(self) -> None:
+        """A data_dir that is a file (most often the downloaded archive itself), or one that misses the files by a
+        level: said as such, and before any download, which would put a second copy in the wrong place."""
+        if self.data_dir.is_file():
             archive = self.data_dir.name.lower().endswith((".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2"))
             how = "extract it, then point --data.data_dir at the folder it makes" if archive else "point --data.data_dir at the folder that holds the data"
             raise DataNotFoundError(f"{self.task}: data_dir {self.data_dir} is a file, not a folder: {how}.")
@@ -261,6 +261,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 f"{self.task}: data not found in {self.data_dir.resolve()}, but {found} holds every file it needs: "
                 f"use --data.data_dir {found}"
             )
+
+    def _check_files(self, download_error: Exception | None = None) -> None:
+        missing = self.missing_files()
+        if not missing:
+            return
+        self._refuse_a_misplaced_data_dir()
         listing = "\n".join(f"  {path}" for path in missing)
         why = f"\nDownloading failed: {download_error}" if download_error else ""
         where = f"\nGet the data from {self.source}" if self.source else ""
@@ -280,7 +286,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if self.predicting_a_folder():
             return
         error = None
-        if self.missing_files() and self.hparams.download and not self.data_dir.is_file() and self.found_nearby() is None:
+        if self.missing_files() and self.hparams.download:
+            self._refuse_a_misplaced_data_dir()
             try:
                 self.download_files()
             except Exception as exc:  # no network, a moved mirror...: report it with the missing files
