@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,6 @@ from torchinfo import summary
 from tqdm import tqdm
 
 
-RESUME = "python cli.py fit --config <this config> --ckpt_path last"  # what the end and Ctrl+C reports suggest
-
-
 def run_dir(trainer: L.Trainer) -> str | None:
     """The run's log folder, as ``Trainer.log_dir`` gives it but without its broadcast: under DDP
     ``Trainer.log_dir`` is a collective, so code that runs on rank 0 alone would wait on it forever."""
@@ -27,6 +25,25 @@ def run_dir(trainer: L.Trainer) -> str | None:
         return trainer.default_root_dir
     logger = trainer.loggers[0]
     return logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+
+
+def next_command(trainer: L.Trainer, subcommand: str, *options: str, new_run: bool = False) -> str:
+    """A command to copy for what to run next: with the run's own ``config.yaml`` (every setting it ran with,
+    command-line overrides included; LightningCLI writes it into the run folder). ``new_run``: one that starts its
+    own run folder, where this fit was a resume, whose config names its checkpoint and pins its run folder."""
+    config = Path(run_dir(trainer) or ".") / "config.yaml"
+    shown = shlex.quote(str(config)) if config.is_file() else "<this config>"
+    if new_run and trainer.ckpt_path is not None:
+        options = ("--ckpt_path", "null", *options) if subcommand == "fit" else options
+        options = ("--trainer.logger.init_args.version", "null", *options)
+    return " ".join(["python cli.py", subcommand, "--config", shown, *map(shlex.quote, options)])
+
+
+def last_checkpoint(trainer: L.Trainer) -> str:
+    """The run's ``last.ckpt``, or ``last`` (the newest run's, which ``--ckpt_path`` also takes) where none is written."""
+    folders = sorted({Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})
+    saved = [folder / "last.ckpt" for folder in folders if (folder / "last.ckpt").is_file()]
+    return str(saved[0]) if saved else "last"
 
 
 def blank_input(pl_module: L.LightningModule, n: int) -> torch.Tensor:
@@ -82,7 +99,9 @@ class RunSummary(L.Callback):
         if best is None or not best.best_model_path:
             return
         score = f"{float(best.best_model_score):.4f}" if best.best_model_score is not None else "?"
-        test = "testing it now (--test_after_fit)" if self.test_follows_fit else "python cli.py test --config <this config> --ckpt_path best"
+        test = "testing it now (--test_after_fit)"
+        if not self.test_follows_fit:
+            test = next_command(trainer, "test", "--ckpt_path", best.best_model_path, new_run=True)
         print("\n".join([f"\nBest checkpoint: {best.best_model_path} ({best.monitor} {score})", f"Test it:   {test}",
                          *self._why_it_ended(trainer)]))
 
@@ -101,15 +120,16 @@ class RunSummary(L.Callback):
             why = "its trainer.max_time used up" if timers else "before its budget"
             more = " --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" if timers else ""
             return [f"Stopped at epoch {trainer.current_epoch}, step {trainer.global_step}, {why}.",
-                    f"Resume it: {RESUME}{more}"]
+                    f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', last_checkpoint(trainer))}{more}"]
         budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
         lines = [] if self.trained else [f"Nothing to train: the checkpoint had already reached {budget}={limit}."]
         whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]
         if whole_run:
-            lines.append(f"Train longer: python cli.py fit --config <this config> --trainer.{budget} N "
+            lines.append(f"Train longer: {next_command(trainer, 'fit', new_run=True)} --trainer.{budget} N "
                          f"(N above {limit}; a new run, as {whole_run[0]} spans the whole run)")
         else:
-            lines.append(f"Train on:  {RESUME} --trainer.{budget} N (N above {limit})")
+            lines.append(f"Train on:  {next_command(trainer, 'fit', '--ckpt_path', last_checkpoint(trainer))} "
+                         f"--trainer.{budget} N (N above {limit})")
         return lines
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -121,15 +141,14 @@ class RunSummary(L.Callback):
         if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != TrainerFn.FITTING:
             return
         stopped = f"\nStopped by Ctrl+C at epoch {trainer.current_epoch}, step {trainer.global_step}."
-        folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}
-        saved = [folder / "last.ckpt" for folder in sorted(folders) if (folder / "last.ckpt").is_file()]
-        if not saved:
+        last = last_checkpoint(trainer)
+        if last == "last":
             print(f"{stopped} No checkpoint was written yet: run the same command again to start over.")
             return
-        step = torch.load(saved[0], map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
         print(
-            f"{stopped} {saved[0]} holds step {step}: resuming repeats {trainer.global_step - step} steps.\n"
-            f"Resume it: {RESUME}"
+            f"{stopped} {last} holds step {step}: resuming repeats {trainer.global_step - step} steps.\n"
+            f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', last)}"
         )
 
 

@@ -3,6 +3,7 @@
 import csv
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -61,12 +62,16 @@ def test_fast_dev_run(task, request):
 def test_fit_validate_test_predict(task, request, capsys):
     data_dir = data_for(task, request)
     fit = cli(task, "fit", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", data_dir=data_dir)
-    # How to train longer: on from last.ckpt, or a new run where the schedule spans the whole run (MNIST's OneCycleLR).
-    train_on = "--ckpt_path last --trainer.max_epochs N"
-    if task == "mnist":
-        train_on = "--trainer.max_epochs N (N above 2; a new run, as OneCycleLR"
-    assert train_on in capsys.readouterr().out
     run = Path("lightning_logs") / task / "version_0"
+    # What to run next, with the run's own config (overrides included): the test of the best checkpoint, and how to
+    # train longer: on from last.ckpt, or a new run where the schedule spans the whole run (MNIST's OneCycleLR).
+    out = capsys.readouterr().out
+    train_on = f"Train on:  python cli.py fit --config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt --trainer.max_epochs N"
+    if task == "mnist":
+        train_on = f"Train longer: python cli.py fit --config {run}/config.yaml --trainer.max_epochs N (N above 2; a new run, as OneCycleLR"
+    assert train_on in out
+    test_it = re.search(r"Test it:   python cli.py (.*)", out).group(1)
+    assert test_it == f"test --config {run}/config.yaml --ckpt_path {fit.trainer.checkpoint_callback.best_model_path}"
     assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (1, 6)
@@ -83,8 +88,9 @@ def test_fit_validate_test_predict(task, request, capsys):
     validated = cli(task, "validate", "--ckpt_path", "best", data_dir=data_dir)
     assert 0 <= validated.trainer.callback_metrics["val/acc"] <= 1
 
-    tested = cli(task, "test", "--ckpt_path", "best", data_dir=data_dir)
+    tested = main(shlex.split(test_it))  # as printed, copied to a terminal
     assert {"test/loss", "test/acc"} <= set(tested.trainer.callback_metrics)
+    assert tested.trainer.log_dir == str(run.with_name("version_2"))  # a run of its own, after validate's
 
     predicted = cli(task, "predict", "--ckpt_path", "last", data_dir=data_dir)
     csv_path = Path(predicted.trainer.log_dir) / "predictions.csv"
@@ -100,7 +106,9 @@ def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
     run = cli("digits", "fit", *common, "--test_after_fit", "true")
     out = capsys.readouterr().out
     assert "Test it:   testing it now (--test_after_fit)" in out
-    assert "Train on:  python cli.py fit --config <this config> --ckpt_path last --trainer.max_epochs N (N above 2)" in out
+    folder = "lightning_logs/digits/version_0"
+    assert (f"Train on:  python cli.py fit --config {folder}/config.yaml --ckpt_path {folder}/checkpoints/last.ckpt "
+            "--trainer.max_epochs N (N above 2)") in out
     assert run.trainer.ckpt_path == run.trainer.checkpoint_callback.best_model_path != ""
     assert "test/acc" in run.trainer.callback_metrics and run.model.latest_confusion["test"].sum() == 359
     events = EventAccumulator("lightning_logs/digits/version_0")
@@ -311,6 +319,17 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     resumed = cli("digits", "fit", *common, "--ckpt_path", "last")
     out = capsys.readouterr().out
     assert "Nothing to train: the checkpoint had already reached max_epochs=1." in out and resumed.trainer.global_step == 3
+    # The printed commands, copied as they are. The run's config.yaml now holds its checkpoint and pins its run folder
+    # (a resume continues in place), so a test of it asks for a run folder of its own.
+    run = Path("lightning_logs/digits/version_0")
+    test_it, train_on = (re.search(rf"{label}\s+python cli.py (.*)", out).group(1) for label in ("Test it:", "Train on:"))
+    assert test_it.startswith(f"test --config {run}/config.yaml --trainer.logger.init_args.version null --ckpt_path {run}/checkpoints/best")
+    assert main(shlex.split(test_it)).trainer.log_dir == str(run.with_name("version_1"))
+    assert yaml.safe_load((run / "config.yaml").read_text())["ckpt_path"] == f"{run}/checkpoints/last.ckpt"  # the fit's, kept
+    assert train_on == f"fit --config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt --trainer.max_epochs N (N above 1)"
+    trained_on = main(shlex.split(train_on.replace("N (N above 1)", "2")))
+    assert trained_on.trainer.global_step == 6 and trained_on.trainer.log_dir == str(run)
+    capsys.readouterr()
     # An early stop that must come at the second validation: the loss cannot fall by 100.
     stopping = ["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val/loss",
                 "--trainer.callbacks.min_delta=100", "--trainer.callbacks.patience=1"]
@@ -321,7 +340,8 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     timed = cli("digits", "fit", "--trainer.max_epochs", "99", "--trainer.max_time", "00:00:00:01")  # ~500 steps a second
     out = capsys.readouterr().out
     assert f"step {timed.trainer.global_step}, its trainer.max_time used up." in out and timed.trainer.current_epoch < 99
-    assert "--ckpt_path last --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" in out
+    last = f"{timed.trainer.log_dir}/checkpoints/last.ckpt"
+    assert f"--ckpt_path {last} --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" in out
 
 
 def test_evaluating_on_another_draw_of_the_validation_split_is_refused():

@@ -49,4 +49,4 @@ def test_ctrl_c_says_which_step_the_last_checkpoint_holds_and_how_to_resume(tmp_
     assert stopped.returncode == 1, stopped.stderr[-3000:]
     last = Path("stopped/digits/version_0/checkpoints/last.ckpt")
     assert f"Stopped by Ctrl+C at epoch 1, step 50. {last} holds step 41: resuming repeats 9 steps." in stopped.stdout
-    assert stopped.stdout.rstrip().endswith("Resume it: python cli.py fit --config <this config> --ckpt_path last")
+    assert stopped.stdout.rstrip().endswith(f"Resume it: python cli.py fit --config {last.parent.parent}/config.yaml --ckpt_path {last}")
