@@ -26,6 +26,8 @@ from modules.checkpoint_io import CheckpointWriteError
 from modules.classifier import ConfigError
 from modules.nets import WeightsUnavailableError
 
+CONFIGS = Path(__file__).resolve().parent / "configs"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CKPT_ALIASES = ("last", "best")
 RUN_SWITCHES = ("compile", "channels_last")  # how the model runs, not what it trained: the config's say wins
 # Model settings a resumed fit may differ in: linked from the data, the run switches, the pretrained download.
@@ -54,6 +56,8 @@ class ClassifierCLI(LightningCLI):
             parser.add_argument(f"--{key}", type=Any, default=None, help=argparse.SUPPRESS)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        if args is None or isinstance(args, list):
+            check_the_task_is_given(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         # Resolved here, before LightningCLI reads the checkpoint's hyperparameters to rebuild its network.
         config = self.config[self.config.subcommand]
@@ -154,6 +158,26 @@ class ClassifierCLI(LightningCLI):
         # Batches of one image in training (SyncBatchNorm normalises over every process's batch instead).
         one_image_batches = self.subcommand == "fit" and config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm")
         check_network_takes_the_data(self.model, self.trained_shape, config.get("ckpt_path"), one_image_batches)
+
+
+def check_the_task_is_given(args: list[str]) -> None:
+    """A --config file that is not there, or a subcommand without one: said with the task configs to choose from
+    (jsonargparse says "File does not exist", or "required: fit.data, fit.model")."""
+    tasks = "Task configs: " + ", ".join(str(CONFIGS.relative_to(CONFIGS.parent) / p.name) for p in sorted(CONFIGS.glob("*.yaml")))
+    here = Path.cwd()
+    if here != CONFIGS.parent:
+        tasks += f" (in {CONFIGS.parent}: run from there, or give their full paths)"
+    given = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+    given += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for path in given:
+        inline = "\n" in path or ": " in path or path.lstrip().startswith("{")  # jsonargparse also takes YAML text here
+        if not inline and not Path(path).expanduser().is_file():
+            what = "is a folder, not a config file" if Path(path).expanduser().is_dir() else f"does not exist (looked in {here})"
+            raise ConfigError(f"--config {path} {what}. {tasks}.")
+    subcommand = next((arg for arg in args if arg in SUBCOMMANDS), None)
+    asks_for_help = {"-h", "--help", "--print_config"} & {arg.split("=")[0] for arg in args}
+    if subcommand and not given and not asks_for_help and not any(arg.startswith(("--model", "--data")) for arg in args):
+        raise ConfigError(f"{subcommand} needs a task: python cli.py {subcommand} --config configs/<task>.yaml. {tasks}.")
 
 
 def flat_settings(settings: dict, prefix: str = "") -> dict:

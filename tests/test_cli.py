@@ -405,6 +405,23 @@ def test_config_mistakes_are_named(arguments, message, capsys):
     assert "error:" in error and message in error
 
 
+def test_a_missing_config_or_no_task_lists_the_task_configs(tmp_path, capsys):
+    # The working folder is the test's, not the project's: relative config paths are not found.
+    names = ", ".join(f"configs/{p.name}" for p in sorted(CONFIGS.glob("*.yaml")))
+    tasks = f"Task configs: {names} (in {CONFIGS.parent}: run from there, or give their full paths)."
+    for arguments, what in [
+        (["fit"], "fit needs a task: python cli.py fit --config configs/<task>.yaml."),
+        (["test", "--config", "configs/mnist.yaml"], f"--config configs/mnist.yaml does not exist (looked in {tmp_path})."),
+        (["fit", f"--config={CONFIGS}"], f"--config {CONFIGS} is a folder, not a config file."),
+    ]:
+        with pytest.raises(SystemExit) as done:
+            main(arguments)
+        assert done.value.code == f"error: {what} {tasks}", arguments
+    with pytest.raises(SystemExit) as done:  # every knob's default, no task needed
+        main(["fit", "--print_config"])
+    assert done.value.code == 0 and "test_after_fit: false" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
