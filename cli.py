@@ -3,8 +3,11 @@
 import argparse
 import ctypes
 import ctypes.util
+import difflib
 import importlib
+import inspect
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -36,6 +39,15 @@ LIGHTNING_OPTIMIZER_KEYS = ("optimizer", "lr_scheduler")  # LightningCLI's top-l
 
 # Raised inside Lightning 2.6's own pytree helper under torch >= 2.10, once per run; nothing here can change it.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class ClassifierParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors for a misspelt option name the option meant."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if meant := option_meant(message, getattr(ex, "subcommand_parser", None) or self):
+            message = f"{meant}\n{message}"
+        return super().error(message, ex)
 
 
 class ClassifierCLI(LightningCLI):
@@ -178,6 +190,35 @@ def check_the_task_is_given(args: list[str]) -> None:
     asks_for_help = {"-h", "--help", "--print_config"} & {arg.split("=")[0] for arg in args}
     if subcommand and not given and not asks_for_help and not any(arg.startswith(("--model", "--data")) for arg in args):
         raise ConfigError(f"{subcommand} needs a task: python cli.py {subcommand} --config configs/<task>.yaml. {tasks}.")
+
+
+def option_meant(message: str, parser: argparse.ArgumentParser) -> str | None:
+    """"Did you mean" for jsonargparse's message about an option it does not know: one of a class's (the model's,
+    its network's or optimizer's, the data's: "Option 'X' is not accepted"), or of the trainer's and the rest."""
+    if unknown := re.findall(r"Option '(\w+)' is not accepted", message):
+        name = unknown[-1]
+        got = re.search(rf"Option '{name}' is not accepted\. Got value: Namespace\(class_path='([\w.]+)'", message)
+        owners = [got.group(1)] if got else re.findall(r"class_path '([\w.]+)'", message)
+        if not owners:
+            return None
+        module, _, qualname = owners[-1].rpartition(".")
+        try:
+            accepted = list(inspect.signature(getattr(importlib.import_module(module), qualname)).parameters)
+        except (AttributeError, ImportError, TypeError, ValueError):
+            return None
+        where = "--" + ".".join(re.findall(r'Parser key "(\w+)"', message))
+        close = difflib.get_close_matches(name, accepted, n=1)
+        meant = f"; did you mean {where}.{close[0]}?" if close else "."
+        return f"{where}.{name}: {qualname} takes no '{name}'{meant} Its options: {', '.join(accepted)}."
+    given = re.search(r"unrecognized arguments: (--[\w.]+)|does not accept option '([\w.]+)'", message)
+    if not given:
+        return None
+    name = given.group(1) or f"--{given.group(2)}"
+    parsers = [parser] + [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                          for sub in action.choices.values()]  # the subcommands', where the top-level parser answers
+    accepted = sorted({option for p in parsers for action in p._actions for option in action.option_strings})
+    close = difflib.get_close_matches(name, accepted, n=1)
+    return f"{name}: no such option; did you mean {close[0]}? (--help lists them)" if close else None
 
 
 def flat_settings(settings: dict, prefix: str = "") -> dict:
@@ -354,6 +395,7 @@ def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = Classif
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
+            parser_class=ClassifierParser,
             save_config_kwargs={"overwrite": True},  # a resumed fit rewrites its run's config.yaml
             args=args,
         )

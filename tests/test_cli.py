@@ -393,8 +393,15 @@ def test_validation_off_names_what_watches_its_metrics_before_training():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--data.batch_sise", "8"], "batch_sise"),  # a typo: unknown key
         (["--data.batch_size", "eight"], "batch_size"),  # wrong type
+        # Typos: the option meant, from the class's signature or the parser's options.
+        (["--data.batch_sise", "8"], "error: --data.batch_sise: Digits takes no 'batch_sise'; did you mean --data.batch_size? "
+         "Its options: data_dir, batch_size, val_split, seed, download, num_workers, augment, transforms, predict_dir.\n"),
+        (["--model.net.hiden", "[10]"], "error: --model.net.hiden: MLP takes no 'hiden'; did you mean --model.net.hidden? "),
+        (["--model.optimizer.betaz", "[0.9,0.99]"], "error: --model.optimizer.betaz: Adam takes no 'betaz'; did you mean "
+         "--model.optimizer.betas? Its options: params, lr, betas, "),
+        (["--trainer.max_epochz", "5"], "error: --trainer.max_epochz: no such option; did you mean --trainer.max_epochs? "),
+        (["--config", "trainer: {max_epoch: 5}"], "error: --trainer.max_epoch: no such option; did you mean --trainer.max_epochs? "),
     ],
 )
 def test_config_mistakes_are_named(arguments, message, capsys):
