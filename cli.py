@@ -194,22 +194,35 @@ def check_the_task_is_given(args: list[str]) -> None:
 
 def option_meant(message: str, parser: argparse.ArgumentParser) -> str | None:
     """"Did you mean" for jsonargparse's message about an option it does not know: one of a class's (the model's,
-    its network's or optimizer's, the data's: "Option 'X' is not accepted"), or of the trainer's and the rest."""
+    its network's or optimizer's, the data's: "Option 'X' is not accepted"), or of the trainer's and the rest; and for
+    a class that is not there, or one given without an argument it needs."""
+    where = "--" + ".".join(re.findall(r'Parser key "([\w.]+)"', message))
+    if absent := re.search(r"module '([\w.]+)' has no attribute '(\w+)'", message):
+        module, name = absent.groups()
+        try:
+            names = [n for n in dir(importlib.import_module(module)) if not n.startswith("_")]
+        except ImportError:
+            return None
+        close = difflib.get_close_matches(name, names, n=1)
+        return f"{where} {module}.{name}: {module} has no '{name}'" + (f"; did you mean {module}.{close[0]}?" if close else ".")
+    required = re.search(r"the following arguments are required: ([\w, ]+)[\s\S]*?class_path='([\w.]+)'", message)
+    if required and where != "--":
+        needed = " ".join(f"{where}.{name} VALUE" for name in required.group(1).split(", "))
+        return f"{where} {required.group(2)} needs {needed}."
     if unknown := re.findall(r"Option '(\w+)' is not accepted", message):
         name = unknown[-1]
         got = re.search(rf"Option '{name}' is not accepted\. Got value: Namespace\(class_path='([\w.]+)'", message)
-        owners = [got.group(1)] if got else re.findall(r"class_path '([\w.]+)'", message)
-        if not owners:
-            return None
-        module, _, qualname = owners[-1].rpartition(".")
-        try:
-            accepted = list(inspect.signature(getattr(importlib.import_module(module), qualname)).parameters)
-        except (AttributeError, ImportError, TypeError, ValueError):
-            return None
-        where = "--" + ".".join(re.findall(r'Parser key "(\w+)"', message))
-        close = difflib.get_close_matches(name, accepted, n=1)
-        meant = f"; did you mean {where}.{close[0]}?" if close else "."
-        return f"{where}.{name}: {qualname} takes no '{name}'{meant} Its options: {', '.join(accepted)}."
+        answers = []  # per class the message names (a callback's, then Callback's): the closest option, its options
+        for owner in [got.group(1)] if got else re.findall(r"class_path '([\w.]+)'", message):
+            module, _, qualname = owner.rpartition(".")
+            try:
+                accepted = list(inspect.signature(getattr(importlib.import_module(module), qualname)).parameters)
+            except (AttributeError, ImportError, TypeError, ValueError):
+                continue
+            close = difflib.get_close_matches(name, accepted, n=1)
+            meant = f"; did you mean {where}.{close[0]}?" if close else "."
+            answers.append((not close, f"{where}.{name}: {qualname} takes no '{name}'{meant} Its options: {', '.join(accepted)}."))
+        return min(answers)[1] if answers else None
     given = re.search(r"unrecognized arguments: (--[\w.]+)|does not accept option '([\w.]+)'", message)
     if not given:
         return None

@@ -402,6 +402,13 @@ def test_validation_off_names_what_watches_its_metrics_before_training():
          "--model.optimizer.betas? Its options: params, lr, betas, "),
         (["--trainer.max_epochz", "5"], "error: --trainer.max_epochz: no such option; did you mean --trainer.max_epochs? "),
         (["--config", "trainer: {max_epoch: 5}"], "error: --trainer.max_epoch: no such option; did you mean --trainer.max_epochs? "),
+        (["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitr=val/acc"],
+         "error: --trainer.callbacks.monitr: EarlyStopping takes no 'monitr'; did you mean --trainer.callbacks.monitor? "),
+        # A class that is not there, or one without an argument it needs.
+        (["--model.optimizer", "torch.optim.SDG"], "error: --model.optimizer torch.optim.SDG: torch.optim has no 'SDG'; "
+         "did you mean torch.optim.SGD?\n"),
+        (["--model.scheduler", "StepLR"], "error: --model.scheduler torch.optim.lr_scheduler.StepLR needs "
+         "--model.scheduler.step_size VALUE.\n"),
     ],
 )
 def test_config_mistakes_are_named(arguments, message, capsys):
