@@ -1,6 +1,8 @@
 """Pictures for TensorBoard: what the network is fed, where it confuses classes, what it gets wrong."""
 
+import csv
 import io
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -9,10 +11,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
 from torch.nn import functional
@@ -22,6 +25,7 @@ from torchvision.utils import make_grid
 from modules.callbacks import blank_input, from_every_process, run_dir
 
 DPI = 100
+CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -61,6 +65,54 @@ def confusion_matrix_figure(counts: Tensor, class_names: list[str]) -> Figure:
     axes.set_title(f"{int(counts.sum())} images: counts, coloured by share of the true class", fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def curves_figure(history: dict[str, dict[int, float]]) -> Figure:
+    """Loss and accuracy per epoch, training against validation (the plot the course notebooks end with); a star
+    on the best validation accuracy."""
+    figure = new_figure(10, 4)
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "acc")):
+        for stage in ("train", "val"):
+            if points := sorted(history.get(f"{stage}/{metric}", {}).items()):
+                axes.plot(*zip(*points), marker="o", markersize=3, label=stage)
+        if metric == "acc" and history.get("val/acc"):
+            epoch, best = max(history["val/acc"].items(), key=lambda item: (item[1], -item[0]))
+            axes.plot([epoch], [best], marker="*", markersize=14, color="gold", markeredgecolor="black", linestyle="none",
+                      label=f"best val {best:.2%} (epoch {epoch})")
+        axes.set(xlabel="epoch", ylabel=metric, title={"loss": "loss", "acc": "accuracy"}[metric])
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def logged_epochs(trainer: L.Trainer) -> dict[str, dict[int, float]]:
+    """Each epoch's loss and accuracy as the run's logger recorded them, ``{metric: {epoch: value}}``: read back from
+    its files, so a resumed run's earlier epochs are there too (a value logged twice for an epoch: the later)."""
+    logger, history = trainer.logger, {name: {} for name in CURVES}
+    if isinstance(logger, TensorBoardLogger):
+        logger.experiment.flush()
+        events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0})  # 0: every point
+        tensorboard_log = logging.getLogger("tensorboard")
+        level = tensorboard_log.level
+        tensorboard_log.setLevel(logging.ERROR)  # a resumed run's second graph: "more than one run metadata event"
+        try:
+            events.Reload()
+        finally:
+            tensorboard_log.setLevel(level)
+        tags = set(events.Tags()["scalars"])
+        epoch_at = {e.step: int(e.value) for e in events.Scalars("epoch")} if "epoch" in tags else {}  # Lightning logs it
+        for name in tags.intersection(CURVES):
+            history[name] = {epoch_at[e.step]: e.value for e in events.Scalars(name) if e.step in epoch_at}
+    elif isinstance(logger, CSVLogger):
+        logger.save()
+        with open(logger.experiment.metrics_file_path, newline="") as f:
+            for row in csv.DictReader(f):
+                for name in CURVES:
+                    if row.get(name):
+                        history[name][int(float(row["epoch"]))] = float(row[name])
+    return {name: values for name, values in history.items() if values}
 
 
 def image_grid(images: Tensor, captions: list[str], columns: int = 8, tile: int = 160) -> np.ndarray:
@@ -114,6 +166,8 @@ class TensorBoardPictures(L.Callback):
     - ``confusion_matrix/val`` after every validation epoch, ``confusion_matrix/test`` after a test;
     - ``misclassified/test``: the most confidently wrong test images, with true and predicted names;
     - ``train/epoch_time_s`` and ``train/images_per_s`` every epoch;
+    - ``curves``: loss and accuracy per epoch, training against validation, when fit ends (every epoch the run's
+      logger holds, before a resume too);
     - an HPARAMS entry (the run's hyperparameters with its best and final metrics) when fit or test ends.
     """
 
@@ -202,6 +256,8 @@ class TensorBoardPictures(L.Callback):
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
             metrics["best/val_acc"] = float(trainer.checkpoint_callback.best_model_score)
         self._fit_metrics = metrics
+        if self._draws(trainer) and (history := logged_epochs(trainer)):
+            self._log_picture(trainer, "curves", render(curves_figure(history)))
         if not self.test_follows_fit:
             self._log_hparams(trainer, pl_module, metrics)
 

@@ -23,6 +23,7 @@ from datamodules import MNIST, Digits
 from modules import ClassifierModule
 from modules.classifier import ConfigError
 from modules.nets import MLP, SmallCNN
+from modules.pictures import logged_epochs
 from tests.conftest import N_TEST
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -329,6 +330,8 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     assert train_on == f"fit --config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt --trainer.max_epochs N (N above 1)"
     trained_on = main(shlex.split(train_on.replace("N (N above 1)", "2")))
     assert trained_on.trainer.global_step == 6 and trained_on.trainer.log_dir == str(run)
+    history = logged_epochs(trained_on.trainer)  # the curves picture's points: the epoch before the resume too
+    assert sorted(history["val/acc"]) == sorted(history["train/loss"]) == [0, 1] and (run / "curves.png").is_file()
     capsys.readouterr()
     # An early stop that must come at the second validation: the loss cannot fall by 100.
     stopping = ["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val/loss",

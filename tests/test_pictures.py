@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cli import main
-from modules.pictures import image_grid
+from modules.pictures import image_grid, logged_epochs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Raised inside Lightning 2.6 itself, not by this project (see pyproject.toml's filterwarnings).
@@ -52,6 +52,11 @@ def test_fit_and_test_write_scalars_pictures_and_hparams(mnist_dir):
     assert fit.model.latest_confusion["val"].sum() == len(fit.datamodule.val_set)  # every validation image counted
     png = Path("lightning_logs/mnist/version_0/confusion_matrix_val.png").read_bytes()
     assert run.Images("confusion_matrix/val")[-1].encoded_image_string == png  # one PNG, on disk and in TensorBoard
+    history = logged_epochs(fit.trainer)  # the curves' points: every epoch's, as logged
+    assert history["val/acc"] == {0: run.Scalars("val/acc")[0].value, 1: run.Scalars("val/acc")[1].value}
+    assert sorted(history) == ["train/acc", "train/loss", "val/acc", "val/loss"] and sorted(history["train/loss"]) == [0, 1]
+    curves = Path("lightning_logs/mnist/version_0/curves.png").read_bytes()
+    assert run.Images("curves")[-1].encoded_image_string == curves
 
     tested = main(["test", *common, "--ckpt_path", "best"])
     test_run = events(Path(tested.trainer.log_dir))
@@ -91,3 +96,4 @@ def test_csv_logger_for_headless_use(mnist_dir):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/acc", "val/f1/3", "train/images_per_s"} <= set(header)
     assert (run / "confusion_matrix_val.png").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "curves.png").is_file()  # read back from metrics.csv
