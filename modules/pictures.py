@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
+from tqdm import tqdm
 
 from modules.callbacks import blank_input, from_every_process, run_dir
 
@@ -165,41 +166,46 @@ class TensorBoardPictures(L.Callback):
       once at fit start;
     - ``confusion_matrix/val`` after every validation epoch, ``confusion_matrix/test`` after a test;
     - ``misclassified/test``: the most confidently wrong test images, with true and predicted names;
+    - ``predictions``: the first images ``predict`` ran on, each with its predicted class and probability (and
+      the true class where known and missed);
     - ``train/epoch_time_s`` and ``train/images_per_s`` every epoch;
     - ``curves``: loss and accuracy per epoch, training against validation, when fit ends (every epoch the run's
       logger holds, before a resume too);
     - an HPARAMS entry (the run's hyperparameters with its best and final metrics) when fit or test ends.
     """
 
-    def __init__(self, images: int = 32, misclassified: int = 24) -> None:
-        self.images, self.misclassified = images, misclassified
+    def __init__(self, images: int = 32, misclassified: int = 24, predicted: int = 32) -> None:
+        self.images, self.misclassified, self.predicted = images, misclassified, predicted
         # Set by cli.py's --test_after_fit: the run's one HPARAMS entry then waits for the test's metrics
         # (TensorBoard keeps the first entry a run writes).
         self.test_follows_fit = False
         self._inputs_logged = False
         self._fit_metrics: dict[str, float] = {}
         self._wrong: list[tuple[float, Tensor, int, int]] = []
+        self._shown: list[tuple[Tensor, int, float, int]] = []
 
     # ---- helpers -------------------------------------------------------------------------------
     def _draws(self, trainer: L.Trainer) -> bool:
         """Pictures, the graph and the hparams entry are written by one process, into a run folder, not on a dry run."""
         return trainer.is_global_zero and bool(run_dir(trainer)) and not trainer.fast_dev_run
 
-    def _log_picture(self, trainer: L.Trainer, tag: str, pixels: np.ndarray) -> None:
-        """Into TensorBoard, and as a PNG in the run folder (also with the CSV logger).
+    def _log_picture(self, trainer: L.Trainer, tag: str, pixels: np.ndarray) -> Path:
+        """Into TensorBoard, and as a PNG in the run folder (also with the CSV logger), whose path it returns.
 
         Encoded once, the same PNG bytes for both: TensorBoard's ``add_image`` would convert the pixels to
         float32 and encode them again.
         """
         png = io.BytesIO()
         Image.fromarray(pixels).save(png, format="PNG")
-        (Path(run_dir(trainer)) / f"{tag.replace('/', '_')}.png").write_bytes(png.getvalue())
+        path = Path(run_dir(trainer)) / f"{tag.replace('/', '_')}.png"
+        path.write_bytes(png.getvalue())
         if isinstance(trainer.logger, TensorBoardLogger):
             height, width, channels = pixels.shape
             image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue())
             summary = Summary(value=[Summary.Value(tag=tag, image=image)])
             # What SummaryWriter.add_image ends with; _get_file_writer reopens the writer Lightning closes after fit.
             trainer.logger.experiment._get_file_writer().add_summary(summary, global_step=trainer.global_step)
+        return path
 
     def _log_hparams(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
         if isinstance(trainer.logger, TensorBoardLogger) and self._draws(trainer):
@@ -287,3 +293,23 @@ class TensorBoardPictures(L.Callback):
             self._log_picture(trainer, "misclassified/test", image_grid(images, captions))
         tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/loss", "test/acc")}
         self._log_hparams(trainer, pl_module, {**self._fit_metrics, **tested})
+
+    # ---- predict -------------------------------------------------------------------------------
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._shown = []
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        room = self.predicted - len(self._shown)
+        if room > 0:
+            columns = [outputs[key][:room].tolist() for key in ("predicted", "confidence", "labels")]
+            self._shown += list(zip(batch[0][:room].detach().cpu(), *columns))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        shown = from_every_process(trainer, self._shown)[: self.predicted]  # under DDP: each process's first, rank by rank
+        if not shown or not self._draws(trainer):
+            return
+        names = pl_module.class_names
+        images = undo_normalize(torch.stack([s[0] for s in shown]).float(), trainer.datamodule.transforms)
+        captions = [f"{names[p]} {c:.0%}" + (f"\n(true: {names[t]})" if 0 <= t != p else "") for _, p, c, t in shown]
+        path = self._log_picture(trainer, "predictions", image_grid(images, captions))
+        tqdm.write(f"The first {len(shown)}, with their predicted classes: {path}")  # below the "Wrote ..." line

@@ -187,9 +187,12 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     # No training data needed: the class names come from the checkpoint. MobileNet pools globally, so it also takes
     # images of another size than it was trained on (48 here, 32 in training).
     csv_path = tmp_path / "out" / "mine.csv"
-    cli("mask", "predict", "--data.data_dir", str(tmp_path / "gone"), "--data.predict_dir", str(photos), "--ckpt_path", "last",
-        "--predictions.output", str(csv_path), "--data.image_size", "48")
-    assert f"Wrote 2 predictions to {csv_path}" in capsys.readouterr().out
+    predicted = cli("mask", "predict", "--data.data_dir", str(tmp_path / "gone"), "--data.predict_dir", str(photos),
+                    "--ckpt_path", "last", "--predictions.output", str(csv_path), "--data.image_size", "48")
+    picture = Path(predicted.trainer.log_dir) / "predictions.png"  # in the run folder, wherever the CSV goes
+    out = capsys.readouterr().out
+    assert f"Wrote 2 predictions to {csv_path}" in out and f"The first 2, with their predicted classes: {picture}" in out
+    assert Image.open(picture).size[0] == 8 + 2 * (3 * 48 + 8)  # both photos side by side, each pixel shown 3x3
     rows = list(csv.DictReader(csv_path.open()))
     assert [Path(r["image"]).name for r in rows] == ["a.jpg", "B.PNG"]
     assert all(r["predicted"] in ("mask", "nomask") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
