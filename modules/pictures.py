@@ -1,4 +1,5 @@
-"""Pictures for TensorBoard: what the network is fed, where it confuses classes, what it gets wrong."""
+"""Pictures for TensorBoard and the run folder: what the network is fed, how it learned, where it confuses classes,
+what it gets wrong, what it predicts."""
 
 import csv
 import io
@@ -80,7 +81,7 @@ def curves_figure(history: dict[str, dict[int, float]]) -> Figure:
             epoch, best = max(history["val/acc"].items(), key=lambda item: (item[1], -item[0]))
             axes.plot([epoch], [best], marker="*", markersize=14, color="gold", markeredgecolor="black", linestyle="none",
                       label=f"best val {best:.2%} (epoch {epoch})")
-        axes.set(xlabel="epoch", ylabel=metric, title={"loss": "loss", "acc": "accuracy"}[metric])
+        axes.set(xlabel="epoch", title={"loss": "loss", "acc": "accuracy"}[metric])
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
         axes.legend()
