@@ -34,16 +34,15 @@ def next_command(trainer: L.Trainer, subcommand: str, *options: str, new_run: bo
     config = Path(run_dir(trainer) or ".") / "config.yaml"
     shown = shlex.quote(str(config)) if config.is_file() else "<this config>"
     if new_run and trainer.ckpt_path is not None:
-        options = ("--ckpt_path", "null", *options) if subcommand == "fit" else options
-        options = ("--trainer.logger.init_args.version", "null", *options)
+        fresh = ("--trainer.logger.init_args.version", "null") + (("--ckpt_path", "null") if subcommand == "fit" else ())
+        options = (*fresh, *options)
     return " ".join(["python cli.py", subcommand, "--config", shown, *map(shlex.quote, options)])
 
 
-def last_checkpoint(trainer: L.Trainer) -> str:
-    """The run's ``last.ckpt``, or ``last`` (the newest run's, which ``--ckpt_path`` also takes) where none is written."""
+def last_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The run's ``last.ckpt``, where one is written."""
     folders = sorted({Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})
-    saved = [folder / "last.ckpt" for folder in folders if (folder / "last.ckpt").is_file()]
-    return str(saved[0]) if saved else "last"
+    return next((folder / "last.ckpt" for folder in folders if (folder / "last.ckpt").is_file()), None)
 
 
 def blank_input(pl_module: L.LightningModule, n: int) -> torch.Tensor:
@@ -120,7 +119,7 @@ class RunSummary(L.Callback):
             why = "its trainer.max_time used up" if timers else "before its budget"
             more = " --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" if timers else ""
             return [f"Stopped at epoch {trainer.current_epoch}, step {trainer.global_step}, {why}.",
-                    f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', last_checkpoint(trainer))}{more}"]
+                    f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', str(last_checkpoint(trainer) or 'last'))}{more}"]
         budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
         lines = [] if self.trained else [f"Nothing to train: the checkpoint had already reached {budget}={limit}."]
         whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]
@@ -128,7 +127,7 @@ class RunSummary(L.Callback):
             lines.append(f"Train longer: {next_command(trainer, 'fit', new_run=True)} --trainer.{budget} N "
                          f"(N above {limit}; a new run, as {whole_run[0]} spans the whole run)")
         else:
-            lines.append(f"Train on:  {next_command(trainer, 'fit', '--ckpt_path', last_checkpoint(trainer))} "
+            lines.append(f"Train on:  {next_command(trainer, 'fit', '--ckpt_path', str(last_checkpoint(trainer) or 'last'))} "
                          f"--trainer.{budget} N (N above {limit})")
         return lines
 
@@ -142,13 +141,13 @@ class RunSummary(L.Callback):
             return
         stopped = f"\nStopped by Ctrl+C at epoch {trainer.current_epoch}, step {trainer.global_step}."
         last = last_checkpoint(trainer)
-        if last == "last":
+        if last is None:
             print(f"{stopped} No checkpoint was written yet: run the same command again to start over.")
             return
         step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
         print(
             f"{stopped} {last} holds step {step}: resuming repeats {trainer.global_step - step} steps.\n"
-            f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', last)}"
+            f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', str(last))}"
         )
 
 
