@@ -398,9 +398,30 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 256 * 2**20)  # and the heap keeps up to 256 MiB free at its top
 
 
+def skip_absent_nvml(library: str = "libnvidia-ml.so.1") -> None:
+    """Where the NVIDIA driver's NVML ``library`` is not installed, let ``torch.cuda.is_available()`` skip it.
+
+    Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import, so that the check asks NVML rather than initialising
+    CUDA in a process that forks DataLoader workers. Without the driver every check tries to load NVML, fails, and
+    asks CUDA anyway; Adam's step makes that check, so each CPU step paid 40-140 us for a failed load (one step in
+    200 on MNIST). With no driver there is no CUDA to initialise, so nothing a fork could inherit."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
+def tune_the_process() -> None:
+    """What every run sets for its whole process (benchmarks/compare.py sets it for the runs it makes in its own)."""
+    keep_freed_memory()
+    skip_absent_nvml()
+
+
 def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = ClassifierCLI) -> ClassifierCLI:
     """``cli_class``: a subclass, for tools that add to a run (benchmarks/compare.py adds a callback)."""
-    keep_freed_memory()
+    tune_the_process()
     try:
         return cli_class(
             ClassifierModule,

@@ -316,11 +316,12 @@ def main() -> None:
     b = {"wall_s": wall_b, "to_best_s": tested_at, "img_per_s": images_per_second(ROOT / run_dir if not run_dir.is_absolute() else run_dir),
          "peak_mib": mem_b, "above_mib": mem_b - base_b, "test_acc": acc}
 
-    # (c)-(e) run in this process: with the allocator settings every cli.py run has, or each step would fault its
-    # activations in again (9 million page faults in (c)'s 3 epochs here, steps of 40-50 ms instead of 25).
+    # (c)-(e) run in this process: with the settings every cli.py run has, or each step would fault its activations
+    # in again (9 million page faults in (c)'s 3 epochs here, steps of 40-50 ms instead of 25), and both sides'
+    # Adam would try to load the NVIDIA driver's library at every step, a cost Lightning's import adds to the hand loop.
     import cli
 
-    cli.keep_freed_memory()
+    cli.tune_the_process()
     print("(c) Lightning's overhead: 3 epochs of a bare Trainer, a hand loop taking a step after each of its steps ...", flush=True)
     c = overhead(args.data_dir, recipe, logs / "overhead_runs", as_configured=False)
     print(f"(d) the same with the trainer and model as configs/mnist.yaml builds them (its output: {logs / 'overhead_runs'}) ...", flush=True)

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import cli as cli_module
-from cli import check_network_takes_the_data, keep_freed_memory, main
+from cli import check_network_takes_the_data, keep_freed_memory, main, skip_absent_nvml
 from datamodules import MNIST, Digits
 from modules import ClassifierModule
 from modules.classifier import ConfigError
@@ -539,6 +539,38 @@ def test_freed_memory_is_kept_for_reuse_unless_the_user_tunes_malloc(monkeypatch
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     monkeypatch.setattr(cli_module.ctypes, "CDLL", lambda name: pytest.fail(f"opened {name}"))
     keep_freed_memory()
+
+
+def test_without_the_nvidia_driver_optimizer_steps_stop_trying_to_load_it(monkeypatch):
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as importing Lightning sets it
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    loads = []
+
+    def absent(name, *args, **kwargs):
+        loads.append(name)
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(cli_module.ctypes, "CDLL", absent)  # torch imports CDLL from ctypes when it checks
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(net.parameters())
+
+    def step():
+        net(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+
+    step()
+    if torch.backends.cuda.is_built() and not torch.cuda.is_initialized():  # a CUDA build asks NVML at every step
+        assert loads == ["libnvidia-ml.so.1"]
+    skip_absent_nvml()
+    loads.clear()
+    step()
+    step()
+    assert loads == []
+    # Where the driver's library loads, the check stays NVML-based: forked DataLoader workers keep a usable GPU.
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(cli_module.ctypes, "CDLL", lambda name: object())
+    skip_absent_nvml()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
 
 
 def test_max_steps_part_way_through_an_epoch_validates_before_stopping():
