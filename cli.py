@@ -8,6 +8,7 @@ import importlib
 import inspect
 import os
 import re
+import shlex
 import sys
 import tempfile
 import warnings
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
@@ -187,9 +189,25 @@ def check_the_task_is_given(args: list[str]) -> None:
             what = "is a folder, not a config file" if Path(path).expanduser().is_dir() else f"does not exist (looked in {here})"
             raise ConfigError(f"--config {path} {what}. {tasks}.")
     subcommand = next((arg for arg in args if arg in SUBCOMMANDS), None)
+    first_config = next((i for i, arg in enumerate(args) if arg in ("--config", "-c") or arg.startswith("--config=")), None)
+    if subcommand and first_config is not None and first_config < args.index(subcommand) and not any(map(has_sections, given)):
+        # Before the subcommand, --config takes a file with a section per subcommand (fit:, test:); a task config
+        # there gets "Option 'model.init_args.net...' is not accepted before subcommand 'fit'".
+        rest = [arg for arg in args if arg != subcommand]
+        raise ConfigError(f"--config goes after the subcommand: python cli.py {shlex.join([subcommand, *rest])}")
     asks_for_help = {"-h", "--help", "--print_config"} & {arg.split("=")[0] for arg in args}
     if subcommand and not given and not asks_for_help and not any(arg.startswith(("--model", "--data")) for arg in args):
         raise ConfigError(f"{subcommand} needs a task: python cli.py {subcommand} --config configs/<task>.yaml. {tasks}.")
+
+
+def has_sections(config: str) -> bool:
+    """Whether a --config file (or YAML text) is one for the whole program, with a section per subcommand."""
+    path = Path(config).expanduser()
+    try:
+        content = yaml.safe_load(path.read_text() if path.is_file() else config)
+    except (OSError, yaml.YAMLError):  # jsonargparse says what is wrong with it
+        return True
+    return isinstance(content, dict) and bool(set(content) & set(SUBCOMMANDS))
 
 
 def option_meant(message: str, parser: argparse.ArgumentParser) -> str | None:

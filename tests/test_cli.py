@@ -434,6 +434,16 @@ def test_a_missing_config_or_no_task_lists_the_task_configs(tmp_path, capsys):
         with pytest.raises(SystemExit) as done:
             main(arguments)
         assert done.value.code == f"error: {what} {tasks}", arguments
+    # A task config before the subcommand is read as the whole program's (a section per subcommand).
+    with pytest.raises(SystemExit) as done:
+        main(["-c", str(CONFIGS / "digits.yaml"), "test", "--ckpt_path", "best"])
+    assert done.value.code == f"error: --config goes after the subcommand: python cli.py test -c {CONFIGS / 'digits.yaml'} --ckpt_path best"
+    whole = tmp_path / "whole.yaml"  # which LightningCLI takes there
+    whole.write_text("fit:\n  trainer:\n    max_epochs: 7\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["--config", str(whole), "fit", "--print_config"])
+    assert done.value.code == 0 and "max_epochs: 7" in capsys.readouterr().out
     with pytest.raises(SystemExit) as done:  # every knob's default, no task needed
         main(["fit", "--print_config"])
     assert done.value.code == 0 and "test_after_fit: false" in capsys.readouterr().out
