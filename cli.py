@@ -1,6 +1,8 @@
 """Train, validate, test and predict any task: ``python cli.py fit --config configs/<task>.yaml``."""
 
 import argparse
+import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import difflib
@@ -19,6 +21,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
@@ -119,6 +122,7 @@ class ClassifierCLI(LightningCLI):
             self.reconcile_model_settings(config)
         if self.subcommand == "fit" and config.get("ckpt_path"):
             resume_in_place(config)
+        self.claimed = claim_run_folder(config)
         net = config.model.init_args.net
         if config.get("ckpt_path") and "weights" in getattr(net, "init_args", {}):
             net.init_args.weights = None  # the checkpoint holds every weight: no pretrained download needed
@@ -164,6 +168,8 @@ class ClassifierCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if self.claimed is not None:  # the run's config.yaml still asks for a new folder, so commands made from it get one
+            config.trainer.logger.init_args.version = None
         if self.trained_on is not None and list(self.datamodule.class_names) != list(self.trained_on):
             raise ConfigError(
                 f"{config.ckpt_path} was trained on classes {self.trained_on}, but the data "
@@ -263,11 +269,11 @@ def flat_settings(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
-def is_a(callback, kind: type) -> bool:
-    """Whether a configured callback (``class_path`` and ``init_args``, or an object) is a ``kind``."""
-    if not hasattr(callback, "class_path"):
-        return isinstance(callback, kind)
-    module, _, name = callback.class_path.rpartition(".")
+def is_a(configured, kind: type | tuple[type, ...]) -> bool:
+    """Whether a configured callback or logger (``class_path`` and ``init_args``, or an object) is a ``kind``."""
+    if not hasattr(configured, "class_path"):
+        return isinstance(configured, kind)
+    module, _, name = configured.class_path.rpartition(".")
     return issubclass(getattr(importlib.import_module(module), name), kind)
 
 
@@ -358,6 +364,37 @@ def resume_in_place(config) -> None:
         number = run.name.removeprefix("version_")  # as a number, the progress bar shows v_num=0, not "on_0"
         config.trainer.logger.init_args.version = int(number) if number.isdigit() else run.name
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def claim_run_folder(config) -> Path | None:
+    """Create this run's ``version_N`` folder now, with the number set. Lightning numbers a run one above the newest
+    folder but creates it only once the data is prepared and set up (seconds, for a folder set decoded the first
+    time): runs started together drew the same number and wrote over each other's checkpoints. Global rank 0
+    only: the other DDP processes take its folder from Lightning. A folder left empty (the run failed before
+    writing anything) is removed at exit."""
+    logger = config.trainer.logger
+    if (not hasattr(logger, "init_args") or not is_a(logger, (TensorBoardLogger, CSVLogger)) or config.trainer.get("fast_dev_run")
+            or logger.init_args.get("version") is not None or rank_zero_only.rank != 0 or os.environ.get("NODE_RANK", "0") != "0"):
+        return None
+    runs = run_folder(config)
+    runs.mkdir(parents=True, exist_ok=True)
+    number = max((int(p.name[8:]) for p in runs.glob("version_*") if p.name[8:].isdigit()), default=-1) + 1
+    while True:
+        folder = runs / f"version_{number}"
+        try:
+            folder.mkdir()  # fails where another run got there first
+        except FileExistsError:
+            number += 1
+            continue
+        logger.init_args.version = number
+        atexit.register(remove_if_empty, folder, runs)
+        return folder
+
+
+def remove_if_empty(*folders: Path) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty: a run wrote into it
+            folder.rmdir()
 
 
 def default_precision(accelerator: str) -> str:

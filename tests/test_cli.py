@@ -583,6 +583,35 @@ def test_without_the_nvidia_driver_optimizer_steps_stop_trying_to_load_it(monkey
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
 
 
+def test_a_run_claims_its_folder_before_preparing_data_and_leaves_none_when_it_fails(monkeypatch):
+    # Another run, started at the same moment, numbers its folder (Lightning's rule: one above the newest)
+    # while this one prepares its data.
+    others, prepare = [], Digits.prepare_data
+
+    def prepare_beside_another_run(self):
+        other = L.pytorch.loggers.TensorBoardLogger("lightning_logs", name="digits")
+        Path(other.log_dir, "checkpoints").mkdir(parents=True)
+        others.append(Path(other.log_dir))
+        prepare(self)
+
+    monkeypatch.setattr(Digits, "prepare_data", prepare_beside_another_run)
+    run = cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")
+    ours = Path(run.trainer.log_dir)
+    assert (ours, others) == (Path("lightning_logs/digits/version_0"), [Path("lightning_logs/digits/version_1")])
+    assert list((ours / "checkpoints").iterdir()) and not list((others[0] / "checkpoints").iterdir())
+    # The run's config still asks for a new folder: commands made from it start their own run.
+    assert yaml.safe_load((ours / "config.yaml").read_text())["trainer"]["logger"]["init_args"]["version"] is None
+    # A run that stops before writing anything leaves no empty folder at exit.
+    removals, register = [], cli_module.atexit.register
+    monkeypatch.setattr(cli_module.atexit, "register", lambda f, *a: removals.append(a) if f is cli_module.remove_if_empty else register(f, *a))
+    with pytest.raises(SystemExit, match="cannot take this data's images"):
+        cli("digits", "fit", "--model.net.init_args.in_features", "10")
+    assert Path("lightning_logs/digits/version_2").is_dir()
+    for folders in removals:
+        cli_module.remove_if_empty(*folders)
+    assert sorted(p.name for p in Path("lightning_logs/digits").iterdir()) == ["version_0", "version_1"]
+
+
 def test_max_steps_part_way_through_an_epoch_validates_before_stopping():
     # digits: 41 steps an epoch. Early stopping, the plateau scheduler and the best checkpoint all watch val/ metrics.
     run = cli("digits", "fit", "--trainer.max_steps", "5", "--data.batch_size", "32")
