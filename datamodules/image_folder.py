@@ -4,6 +4,7 @@ Every folder dataset uses this: CIFAR-10's folder layout, the face masks, Food-1
 folder a user brings, and ``predict`` on a folder of photos.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
@@ -130,13 +131,27 @@ def build_cache(entry: Path, paths: list[Path], image_shape: tuple[int, int, int
         _, kept, hashes, problems = read_images(paths, image_shape, resize, on_bad_image, out=out)
         mapped.flush()
         del mapped, out
-    except OSError:  # a full disk
-        partial.unlink(missing_ok=True)
+    except BaseException:  # a full disk, Ctrl+C
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         raise
     os.replace(partial, entry.with_suffix(".npy"))
     meta = entry.with_suffix(".json")
     meta.with_suffix(".json.partial").write_text(json.dumps({"kept": kept, "hashes": hashes, "problems": problems}))
     os.replace(meta.with_suffix(".json.partial"), meta)
+
+
+def remove_other_versions(entry: Path) -> None:
+    """The caches of this folder for other files or another image size, and what a killed build of one left
+    (``.partial``, as large as the cache). One that another run is building now (its lock is held) stays."""
+    folder = entry.name.split("-")[0]
+    for other in {path.name.split(".")[0] for path in entry.parent.glob(f"{folder}-*")} - {entry.name}:
+        try:
+            with FileLock(entry.parent / f"{other}.lock", timeout=0):
+                for suffix in (".npy", ".json", ".npy.partial", ".json.partial"):
+                    (entry.parent / f"{other}{suffix}").unlink(missing_ok=True)
+        except Timeout:
+            continue
 
 
 def cached_read_images(
@@ -160,9 +175,7 @@ def cached_read_images(
         with FileLock(entry.with_suffix(".lock")):
             if not (array.is_file() and meta.is_file()):
                 build_cache(entry, paths, image_shape, resize, on_bad_image)
-                for stale in array.parent.glob(f"{folder}-*"):  # earlier versions of this folder's cache
-                    if stale.stem != entry.name and stale.suffix in (".npy", ".json"):
-                        stale.unlink()
+                remove_other_versions(entry)
     except OSError as exc:
         raise DataError(
             f"image cache in {cache_dir}: {exc}. Choose a writable --data.cache_dir with room for the decoded "

@@ -330,6 +330,33 @@ def test_cache_that_cannot_be_written_is_named_and_leaves_no_partial_file(mask_d
     assert not list((tmp_path / "cache").glob("*.partial"))  # the half-built cache gave its space back
 
 
+def test_a_build_cut_short_leaves_no_partial_file_and_the_next_build_clears_what_a_killed_one_left(mask_dir, tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    import datamodules.image_folder as reader
+
+    cache, original = tmp_path / "cache", reader.read_images
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reader, "read_images", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
+    assert not list(cache.glob("*.partial"))  # the half-built cache gave its space back
+    monkeypatch.setattr(reader, "read_images", original)
+    mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
+    folder = next(cache.glob("*.npy")).name.split("-")[0]
+    # A build SIGKILLed earlier, for other files; another run's build of another image size, in progress.
+    (cache / f"{folder}-0000000000killed.npy.partial").write_bytes(bytes(1000))
+    (cache / f"{folder}-00000000building.npy.partial").write_bytes(bytes(1000))
+    with FileLock(cache / f"{folder}-00000000building.lock"):
+        save_image(mask_dir / "image" / "mask" / "m3.jpg", 0, size=50)  # a file changed: a new build
+        mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
+    left = sorted(p.name.removeprefix(f"{folder}-") for p in cache.iterdir() if not p.name.endswith(".lock"))
+    assert len(left) == 3 and left[0] == "00000000building.npy.partial"  # and the new build's .npy and .json
+
+
 def test_image_size_must_be_positive(mask_dir):
     with pytest.raises(DataError, match="image_size=0: give the side, in pixels"):
         FaceMask(data_dir=str(mask_dir), train_dir="image", image_size=0)
