@@ -230,8 +230,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         trained_on = tuple(self.transforms(self._augment(blank)).shape[1:])
         if trained_on != shape:
             raise DataError(
-                f"augment turns {self.task} images into {trained_on} but evaluation images are {shape}: "
-                "add a crop or resize to `transforms` so both reach the network at the same size."
+                f"augment turns {self.task} images into {trained_on} but evaluation images are {shape}: give augment's "
+                f"crop or resize the evaluation size, {shape[-2]}x{shape[-1]} (in the config's data.augment; folder sets "
+                "read images at data.image_size), or add a crop or resize to `transforms` so both reach the network "
+                "at the same size."
             )
         return shape
 
