@@ -301,6 +301,14 @@ def check_writable(folder: Path, what: str, option: str) -> None:
 
 def checkpoint_facts(path: str) -> dict:
     """The hyperparameters a checkpoint of this project records (class names, input shape, network)."""
+    file = Path(path)
+    if file.is_dir():
+        inside = sorted(str(p.relative_to(file)) for pattern in ("*.ckpt", "checkpoints/*.ckpt") for p in file.glob(pattern))
+        raise ConfigError(f"--ckpt_path {path} is a folder: give a checkpoint file in it"
+                          + (f" ({', '.join(inside)})." if inside else "; it holds no .ckpt file (a run's are in its checkpoints/)."))
+    if not file.exists():
+        raise ConfigError(f"--ckpt_path {path} does not exist (looked in {Path.cwd()}). Give the path of a .ckpt file, or "
+                          "last or best (the newest run's of this task).")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads the hyperparameters only
     except Exception as exc:  # unpickling, truncation, not a zip: all mean the same to the user

@@ -612,6 +612,16 @@ def test_a_run_claims_its_folder_before_preparing_data_and_leaves_none_when_it_f
     assert sorted(p.name for p in Path("lightning_logs/digits").iterdir()) == ["version_0", "version_1"]
 
 
+def test_a_checkpoint_path_that_is_a_folder_or_not_there_says_what_to_give(tmp_path):
+    run = tmp_path / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit, match=r"--ckpt_path \S+/version_0 is a folder: give a checkpoint file in it \(checkpoints/last\.ckpt\)\.$"):
+        cli("digits", "test", "--ckpt_path", str(run))
+    with pytest.raises(SystemExit, match=r"--ckpt_path nothere\.ckpt does not exist \(looked in \S+\)\. Give the path of a \.ckpt file, or last or best"):
+        cli("digits", "test", "--ckpt_path", "nothere.ckpt")
+
+
 def test_max_steps_part_way_through_an_epoch_validates_before_stopping():
     # digits: 41 steps an epoch. Early stopping, the plateau scheduler and the best checkpoint all watch val/ metrics.
     run = cli("digits", "fit", "--trainer.max_steps", "5", "--data.batch_size", "32")
