@@ -8,6 +8,7 @@ import ctypes.util
 import difflib
 import importlib
 import inspect
+import logging
 import os
 import re
 import shlex
@@ -44,6 +45,9 @@ LIGHTNING_OPTIMIZER_KEYS = ("optimizer", "lr_scheduler")  # LightningCLI's top-l
 
 # Raised inside Lightning 2.6's own pytree helper under torch >= 2.10, once per run; nothing here can change it.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# Lightning 2.6 advertises its cloud logger at every run start; the run's own output is what this terminal is for.
+for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
 
 
 class ClassifierParser(LightningArgumentParser):

@@ -54,9 +54,10 @@ def data_for(task: str, request):
 
 
 @pytest.mark.parametrize("task", TASK_DATA)
-def test_fast_dev_run(task, request):
+def test_fast_dev_run(task, request, caplog):
     run = cli(task, "fit", "--trainer.fast_dev_run", "true", data_dir=data_for(task, request))
     assert run.trainer.state.finished and run.trainer.global_step == 1
+    assert "GPU available" in caplog.text and "💡 Tip" not in caplog.text  # Lightning's messages, without its advert
 
 
 @pytest.mark.parametrize("task", TASK_DATA)
