@@ -30,7 +30,7 @@ from torch import nn
 from datamodules import ImageClassificationDataModule
 from datamodules.errors import DataError
 from modules import ClassifierModule
-from modules.callbacks import PredictionWriter, blank_input
+from modules.callbacks import PredictionWriter, blank_input, say_where_results_went
 from modules.checkpoint_io import CheckpointWriteError
 from modules.classifier import ConfigError
 from modules.nets import WeightsUnavailableError
@@ -169,6 +169,13 @@ class ClassifierCLI(LightningCLI):
         if not best:
             rank_zero_only(print)("test_after_fit: no best checkpoint (checkpointing or validation is off); testing the final weights.")
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        say_where_results_went(trainer, "test")
+
+    def after_validate(self) -> None:
+        say_where_results_went(self.trainer, "val")
+
+    def after_test(self) -> None:
+        say_where_results_went(self.trainer, "test")
 
     def after_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]

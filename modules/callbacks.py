@@ -39,6 +39,18 @@ def next_command(trainer: L.Trainer, subcommand: str, *options: str, new_run: bo
     return " ".join(["python cli.py", subcommand, "--config", shown, *map(shlex.quote, options)])
 
 
+@rank_zero_only
+def say_where_results_went(trainer: L.Trainer, stage: str) -> None:
+    """After a validate or test, below Lightning's table of its numbers: the run folder, with the stage's pictures."""
+    folder = run_dir(trainer)
+    if not trainer.loggers or trainer.fast_dev_run or not folder:
+        return
+    pictures = sorted(path.name for path in Path(folder).glob(f"*_{stage}.png"))
+    shown = f" ({', '.join(pictures)})" if pictures else ""
+    what = "Test" if stage == "test" else "Validation"
+    print(f"{what} metrics and pictures: {folder}{shown}  (watch: tensorboard --logdir {Path(folder).parent.parent})")
+
+
 def last_checkpoint(trainer: L.Trainer) -> Path | None:
     """The run's ``last.ckpt``, where one is written."""
     folders = sorted({Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})

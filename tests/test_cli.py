@@ -89,10 +89,14 @@ def test_fit_validate_test_predict(task, request, capsys):
 
     validated = cli(task, "validate", "--ckpt_path", "best", data_dir=data_dir)
     assert 0 <= validated.trainer.callback_metrics["val/acc"] <= 1
+    watch = "(watch: tensorboard --logdir lightning_logs)"
+    assert f"Validation metrics and pictures: {run.with_name('version_1')} (confusion_matrix_val.png)  {watch}" in capsys.readouterr().out
 
     tested = main(shlex.split(test_it))  # as printed, copied to a terminal
     assert {"test/loss", "test/acc"} <= set(tested.trainer.callback_metrics)
     assert tested.trainer.log_dir == str(run.with_name("version_2"))  # a run of its own, after validate's
+    pictures = "(confusion_matrix_test.png, misclassified_test.png)"
+    assert capsys.readouterr().out.endswith(f"Test metrics and pictures: {run.with_name('version_2')} {pictures}  {watch}\n")
 
     predicted = cli(task, "predict", "--ckpt_path", "last", data_dir=data_dir)
     csv_path = Path(predicted.trainer.log_dir) / "predictions.csv"
@@ -109,6 +113,8 @@ def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
     out = capsys.readouterr().out
     assert "Test it:   testing it now (--test_after_fit)" in out
     folder = "lightning_logs/digits/version_0"
+    assert out.endswith(f"Test metrics and pictures: {folder} (confusion_matrix_test.png, misclassified_test.png)  "
+                        "(watch: tensorboard --logdir lightning_logs)\n")
     assert (f"Train on:  python cli.py fit --config {folder}/config.yaml --ckpt_path {folder}/checkpoints/last.ckpt "
             "--trainer.max_epochs N (N above 2)") in out
     assert run.trainer.ckpt_path == run.trainer.checkpoint_callback.best_model_path != ""
