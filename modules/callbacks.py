@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch.nn.parallel import DistributedDataParallel
 from torchinfo import summary
+from torchinfo.enums import Units
 from tqdm import tqdm
 
 
@@ -89,7 +91,9 @@ class RunSummary(L.Callback):
         shape = pl_module.hparams.get("input_shape")
         if shape is not None:
             try:
-                print(summary(pl_module.net, input_data=blank_input(pl_module, 2), depth=self.depth, mode="eval", verbose=0))
+                table = str(summary(pl_module.net, input_data=blank_input(pl_module, 2), depth=self.depth, mode="eval", verbose=0))
+                # torchinfo 1.8 formats its unit enum, under Python 3.11+, as "Units.MEGABYTES" instead of its "M".
+                print(re.sub(r"\(Units\.(\w+)\)", lambda unit: f"({Units[unit.group(1)].value})", table))
             except Exception as exc:  # the summary is a nicety, not worth a failed run
                 print(f"Network summary skipped: torchinfo could not run {type(pl_module.net).__name__} ({exc}).")
         data = trainer.datamodule

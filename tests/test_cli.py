@@ -68,6 +68,7 @@ def test_fit_validate_test_predict(task, request, capsys):
     # What to run next, with the run's own config (overrides included): the test of the best checkpoint, and how to
     # train longer: on from last.ckpt, or a new run where the schedule spans the whole run (MNIST's OneCycleLR).
     out = capsys.readouterr().out
+    assert re.search(r"\nTotal mult-adds \([MGT]\): [\d.]+\n", out)  # the network's summary, in torchinfo's units
     train_on = f"Train on:  python cli.py fit --config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt --trainer.max_epochs N"
     if task == "mnist":
         train_on = f"Train longer: python cli.py fit --config {run}/config.yaml --trainer.max_epochs N (N above 2; a new run, as OneCycleLR"
