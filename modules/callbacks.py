@@ -41,6 +41,14 @@ def next_command(trainer: L.Trainer, subcommand: str, *options: str, new_run: bo
     return " ".join(["python cli.py", subcommand, "--config", shown, *map(shlex.quote, options)])
 
 
+def where_to_look(trainer: L.Trainer) -> str:
+    """How to see what the run logs: TensorBoard for its event files, the CSV file for the CSV logger."""
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if isinstance(logger, TensorBoardLogger):
+        return f"  (watch: tensorboard --logdir {Path(logger.log_dir).parent.parent})"
+    return "  (metrics in metrics.csv)" if isinstance(logger, CSVLogger) else ""
+
+
 @rank_zero_only
 def say_where_results_went(trainer: L.Trainer, stage: str) -> None:
     """After a validate or test, below Lightning's table of its numbers: the run folder, with the stage's pictures."""
@@ -50,7 +58,7 @@ def say_where_results_went(trainer: L.Trainer, stage: str) -> None:
     pictures = sorted(path.name for path in Path(folder).glob(f"*_{stage}.png"))
     shown = f" ({', '.join(pictures)})" if pictures else ""
     what = "Test" if stage == "test" else "Validation"
-    print(f"{what} metrics and pictures: {folder}{shown}  (watch: tensorboard --logdir {Path(folder).parent.parent})")
+    print(f"{what} metrics and pictures: {folder}{shown}{where_to_look(trainer)}")
 
 
 def last_checkpoint(trainer: L.Trainer) -> Path | None:
@@ -105,7 +113,7 @@ class RunSummary(L.Callback):
         lines.append(f"Input: {tuple(shape) if shape else '?'} (C, H, W) after transforms")
         folder = run_dir(trainer)
         if folder:
-            lines.append(f"Logs and checkpoints: {folder}  (watch: tensorboard --logdir {Path(folder).parent.parent})")
+            lines.append(f"Logs and checkpoints: {folder}{where_to_look(trainer)}")
         print("\n".join(lines))
 
     @rank_zero_only

@@ -87,7 +87,7 @@ def test_a_normal_fit_prints_no_warnings(mnist_dir):
     assert ours == []
 
 
-def test_csv_logger_for_headless_use(mnist_dir):
+def test_csv_logger_for_headless_use(mnist_dir, capsys):
     main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.batch_size", "8",
           "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
           "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
@@ -97,3 +97,4 @@ def test_csv_logger_for_headless_use(mnist_dir):
     assert {"train/loss", "val/acc", "val/f1/3", "train/images_per_s"} <= set(header)
     assert (run / "confusion_matrix_val.png").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "curves.png").is_file()  # read back from metrics.csv
+    assert f"Logs and checkpoints: {run}  (metrics in metrics.csv)\n" in capsys.readouterr().out  # not TensorBoard
