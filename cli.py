@@ -396,7 +396,7 @@ def claim_run_folder(config) -> Path | None:
     first_process = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
     if not numbered or not first_process or config.trainer.get("fast_dev_run"):
         return None
-    runs = run_folder(config)
+    runs = run_folder(config).absolute()  # the exit handler may run in another working folder
     runs.mkdir(parents=True, exist_ok=True)
     number = max((int(p.name[8:]) for p in runs.glob("version_*") if p.name[8:].isdigit()), default=-1) + 1
     while True:
