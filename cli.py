@@ -380,9 +380,15 @@ def resume_in_place(config) -> None:
     become the "best")."""
     run = Path(config.ckpt_path).resolve().parent.parent
     if hasattr(config.trainer.logger, "init_args") and run.parent == run_folder(config).resolve():
-        number = run.name.removeprefix("version_")  # as a number, the progress bar shows v_num=0, not "on_0"
-        config.trainer.logger.init_args.version = int(number) if number.isdigit() else run.name
+        number = version_number(run)  # as a number, the progress bar shows v_num=0, not "on_0"
+        config.trainer.logger.init_args.version = run.name if number is None else number
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def version_number(run: Path) -> int | None:
+    """N of a ``version_N`` run folder, as Lightning's loggers number them; None for another name."""
+    number = run.name.removeprefix("version_")
+    return int(number) if number != run.name and number.isdigit() else None
 
 
 def claim_run_folder(config) -> Path | None:
@@ -398,7 +404,7 @@ def claim_run_folder(config) -> Path | None:
         return None
     runs = run_folder(config).absolute()  # the exit handler may run in another working folder
     runs.mkdir(parents=True, exist_ok=True)
-    number = max((int(p.name[8:]) for p in runs.glob("version_*") if p.name[8:].isdigit()), default=-1) + 1
+    number = max((n for p in runs.glob("version_*") if (n := version_number(p)) is not None), default=-1) + 1
     while True:
         folder = runs / f"version_{number}"
         try:
@@ -433,7 +439,7 @@ def run_folder(config) -> Path:
 
 def find_checkpoint(task_runs: Path, alias: str) -> Path:
     """The newest run's ``last.ckpt``, or the best checkpoint that run recorded."""
-    runs = sorted(task_runs.glob("version_*"), key=lambda p: int(p.name.split("_")[-1]) if p.name[8:].isdigit() else -1)
+    runs = sorted(task_runs.glob("version_*"), key=lambda p: -1 if (n := version_number(p)) is None else n)
     for run in reversed(runs):
         last = run / "checkpoints" / "last.ckpt"
         if not last.is_file():

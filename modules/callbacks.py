@@ -45,7 +45,7 @@ def where_to_look(trainer: L.Trainer) -> str:
     """How to see what the run logs: TensorBoard for its event files, the CSV file for the CSV logger."""
     logger = trainer.loggers[0] if trainer.loggers else None
     if isinstance(logger, TensorBoardLogger):
-        return f"  (watch: tensorboard --logdir {Path(logger.log_dir).parent.parent})"
+        return f"  (watch: tensorboard --logdir {logger.save_dir})"
     return "  (metrics in metrics.csv)" if isinstance(logger, CSVLogger) else ""
 
 
