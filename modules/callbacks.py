@@ -1,6 +1,7 @@
 """Project callbacks, where Lightning has none that fits."""
 
 import csv
+import math
 import os
 import re
 import shlex
@@ -173,6 +174,15 @@ class RunSummary(L.Callback):
             f"{stopped} {last} holds step {step}: resuming repeats {trainer.global_step - step} steps.\n"
             f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', str(last))}"
         )
+
+
+class ProgressBar(callbacks.TQDMProgressBar):
+    """Lightning's tqdm bar, with figures of 1,000 and over as whole numbers: tqdm shortens a float to three
+    significant digits, so 3840.5 images a second would read ``3.84e+3``."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | float | str]:
+        metrics = super().get_metrics(trainer, pl_module)
+        return {k: round(v) if isinstance(v, float) and math.isfinite(v) and abs(v) >= 1000 else v for k, v in metrics.items()}
 
 
 class PredictionWriter(BasePredictionWriter):

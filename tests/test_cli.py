@@ -14,6 +14,8 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -21,6 +23,7 @@ import cli as cli_module
 from cli import check_network_takes_the_data, keep_freed_memory, main, skip_absent_nvml
 from datamodules import MNIST, Digits
 from modules import ClassifierModule
+from modules.callbacks import ProgressBar
 from modules.classifier import ConfigError
 from modules.nets import MLP, SmallCNN
 from modules.pictures import logged_epochs
@@ -132,9 +135,20 @@ def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
 def test_progress_bar_follows_the_config_and_the_trainer_switch():
     """The configs set the bar's refresh rate; ``--trainer.enable_progress_bar false`` still turns it off."""
     shown = cli("digits", "fit", "--trainer.fast_dev_run", "true")
+    assert isinstance(shown.trainer.progress_bar_callback, ProgressBar)
     assert shown.trainer.progress_bar_callback.refresh_rate == 10
     hidden = cli("digits", "fit", "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false")
     assert hidden.trainer.progress_bar_callback is None and hidden.trainer.state.finished
+
+
+def test_progress_bar_shows_figures_in_the_thousands_as_whole_numbers(monkeypatch):
+    """tqdm writes a float with three significant digits: 3840.4321 images a second would read 3.84e+3."""
+    figures = {"train/images_per_s": 3840.4321, "val/acc": 0.979, "train/loss_step": float("nan"), "big": float("inf"), "v_num": 0}
+    monkeypatch.setattr(TQDMProgressBar, "get_metrics", lambda self, trainer, module: dict(figures))
+    shown = ProgressBar().get_metrics(None, None)
+    assert shown["train/images_per_s"] == 3840 and Tqdm.format_num(shown["train/images_per_s"]) == "3840"
+    assert Tqdm.format_num(figures["train/images_per_s"]) == "3.84e+3"  # what Lightning's bar would show
+    assert shown["val/acc"] == 0.979 and shown["big"] == float("inf") and shown["train/loss_step"] != shown["train/loss_step"]
 
 
 def test_switching_off_checkpoints_or_the_logger_drops_the_configured_callbacks_that_need_them(capsys):
