@@ -383,6 +383,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise DataError(f"predict_dir {folder}: none of its {len(paths)} image files could be read:\n  " + "\n  ".join(problems))
         report_skipped(problems, folder)
         self.predict_paths = [str(paths[i]) for i in kept]
+        # Each image's place among all the folder's image files, unreadable ones included (Kaggle's Id).
+        self.predict_ids, self.predict_file_count = list(kept), len(paths)
         self.predict_set = InMemoryImages(images, torch.full((len(kept),), -1))
 
     def _checked(self, images: Tensor, labels: Tensor, split: str) -> tuple[Tensor, Tensor]:

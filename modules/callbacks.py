@@ -222,8 +222,13 @@ class PredictionWriter(BasePredictionWriter):
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             if self.kaggle_format:
+                # The Id is the image's place among all the test files, so an unreadable one shifts no other row.
+                ids = getattr(trainer.datamodule, "predict_ids", None) or range(len(rows))
                 writer.writerow(["Id", "Category"])
-                writer.writerows((position, names[predicted]) for position, predicted, _, _ in rows)
+                writer.writerows((ids[position], names[predicted]) for position, predicted, _, _ in rows)
+                if missing := sorted(set(range(getattr(trainer.datamodule, "predict_file_count", len(rows)))) - set(ids)):
+                    tqdm.write(f"The submission has no row for Id {', '.join(map(str, missing))}: those test images could not "
+                               "be read (listed above), and Kaggle expects one row per test image. Replace them and predict again.")
             else:
                 known = all(label >= 0 for *_, label in rows)
                 writer.writerow(["image", "predicted", "probability"] + (["true"] if known else []))

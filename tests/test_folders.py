@@ -208,7 +208,7 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
         cli("mask", "predict", "--data.predict_dir", str(junk), "--ckpt_path", "last")
 
 
-def test_food11_predict_writes_the_kaggle_csv(food11_dir):
+def test_food11_predict_writes_the_kaggle_csv(food11_dir, capsys):
     data = ["--data.data_dir", str(food11_dir)]
     cli("food11", "fit", *data, "--trainer.max_epochs", "1", "--model.net.image_size", "32")
     cli("food11", "test", *data, "--ckpt_path", "best", "--model.net.image_size", "32")
@@ -217,6 +217,12 @@ def test_food11_predict_writes_the_kaggle_csv(food11_dir):
     assert lines[0] == "Id,Category" and len(lines) == 1 + 7
     assert [line.split(",")[0] for line in lines[1:]] == [str(i) for i in range(7)]
     assert all(line.split(",")[1] in [str(c) for c in range(11)] for line in lines[1:])
+    (food11_dir / "test" / "0002.jpg").write_bytes(b"")  # an unreadable test image shifts no other image's Id
+    with pytest.warns(UserWarning, match="0002.jpg: empty file"):
+        predicted = cli("food11", "predict", *data, "--ckpt_path", "best")
+    again = (Path(predicted.trainer.log_dir) / "predictions.csv").read_text().splitlines()
+    assert again == lines[:3] + lines[4:]
+    assert "The submission has no row for Id 2: those test images could not be read" in capsys.readouterr().out
 
 
 def test_split_folder_without_one_readable_image_is_named(catdog_filtered_dir):
