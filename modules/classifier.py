@@ -7,11 +7,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+PER_BATCH_SCHEDULERS = (OneCycleLR, CyclicLR)  # their schedules are counted in optimizer steps, not epochs
 
 
 class ConfigError(ValueError):
@@ -212,6 +213,14 @@ class ClassifierModule(L.LightningModule):
             scheduler = self.scheduler(optimizer, total_steps=int(steps))
         else:
             scheduler = self.scheduler(optimizer)
+        per_batch = needs_budget or isinstance(scheduler, PER_BATCH_SCHEDULERS)
+        budget = getattr(scheduler, "total_steps", None)
+        if per_batch and budget is not None and budget < (steps := self.trainer.estimated_stepping_batches) != float("inf"):
+            raise ConfigError(
+                f"model.scheduler plans {budget} steps and this run takes {steps:.0f} (max_epochs x steps an epoch): it "
+                "would fail part way. Leave out total_steps (and epochs, steps_per_epoch): the run's own budget is "
+                f"filled in, or give --trainer.max_steps {budget}."
+            )
         if isinstance(scheduler, ReduceLROnPlateau):
             wants_max = self.hparams.scheduler_monitor.endswith("acc")
             if wants_max != (scheduler.mode == "max"):
@@ -219,7 +228,7 @@ class ClassifierModule(L.LightningModule):
                     f"ReduceLROnPlateau has mode={scheduler.mode!r} but watches {self.hparams.scheduler_monitor!r}: "
                     f"set scheduler.init_args.mode to {'max' if wants_max else 'min'!r}."
                 )
-        config = {"scheduler": scheduler, "interval": "step" if needs_budget else "epoch"}
+        config = {"scheduler": scheduler, "interval": "step" if per_batch else "epoch"}
         if isinstance(scheduler, ReduceLROnPlateau):
             # Stepped after the epochs that validate (trainer.check_val_every_n_epoch), when its metric exists.
             config["frequency"] = self.trainer.check_val_every_n_epoch or 1

@@ -314,8 +314,10 @@ def test_ckpt_alias_without_a_run_says_what_to_do():
         ["--model.optimizer", "torch.optim.RMSprop", "--model.optimizer.lr", "0.001"],
         ["--model.scheduler", "torch.optim.lr_scheduler.StepLR", "--model.scheduler.step_size", "1"],
         ["--model.scheduler", "torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr", "0.01"],
+        ["--model.scheduler", "torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr", "0.01", "--model.scheduler.total_steps", "6"],
+        ["--model.scheduler", "torch.optim.lr_scheduler.CyclicLR", "--model.scheduler.base_lr", "0.001", "--model.scheduler.max_lr", "0.01"],
     ],
-    ids=["sgd-momentum", "rmsprop", "steplr", "onecycle"],
+    ids=["sgd-momentum", "rmsprop", "steplr", "onecycle", "onecycle-own-budget", "cyclic"],
 )
 def test_optimizer_and_scheduler_are_config_choices(choice):
     run = cli("digits", "fit", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", *choice)
@@ -324,9 +326,16 @@ def test_optimizer_and_scheduler_are_config_choices(choice):
     if choice[0] == "--model.scheduler":
         config = run.trainer.lr_scheduler_configs[0]
         assert type(config.scheduler).__name__ == choice[1].rsplit(".", 1)[-1]
-        assert config.interval == ("step" if "OneCycle" in choice[1] else "epoch")
+        assert config.interval == ("step" if "Cyclic" in choice[1] or "OneCycle" in choice[1] else "epoch")  # per batch
         if "OneCycle" in choice[1]:
-            assert config.scheduler.total_steps == 6  # the run's whole step budget, from the trainer
+            assert config.scheduler.total_steps == 6  # the run's whole step budget, from the trainer or as given
+            assert config.scheduler.last_epoch == 6  # stepped after every batch, not once an epoch
+
+
+def test_scheduler_budget_shorter_than_the_run_is_refused_before_it_starts():
+    with pytest.raises(SystemExit, match=r"model.scheduler plans 5 steps and this run takes 6 .*: it would fail part way"):
+        cli("digits", "fit", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--model.scheduler",
+            "torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr", "0.01", "--model.scheduler.total_steps", "5")
 
 
 def test_plateau_scheduler_watching_accuracy_must_maximise():
