@@ -69,9 +69,13 @@ class ClassifierModule(L.LightningModule):
 
     @property
     def backbone(self) -> nn.Module:
-        """The network's pretrained part, for Lightning's ``BackboneFinetuning`` (transfer networks only)."""
+        """The network's pretrained part, for Lightning's ``BackboneFinetuning`` (transfer networks only). Not an
+        AttributeError when missing: nn.Module would replace its message with "no attribute 'backbone'"."""
         if not hasattr(self.net, "backbone"):
-            raise AttributeError(f"{type(self.net).__name__} has no backbone to freeze: BackboneFinetuning needs a TransferNet.")
+            raise ConfigError(
+                f"{type(self.net).__name__} has no pretrained backbone to freeze, and the config's BackboneFinetuning "
+                "callback freezes one: use modules.nets.TransferNet, or a config without that callback."
+            )
         return self.net.backbone
 
     def configure_model(self) -> None:

@@ -92,3 +92,9 @@ def test_from_scratch_needs_no_weights(catdog_kaggle_dir):
     run = fit(catdog_kaggle_dir, "--model.net.init_args.weights", "null", "--data.val_split", "4", "--trainer.max_epochs", "1")
     assert run.datamodule.class_names == ["cat", "dog"] and len(run.datamodule.val_set) == 4
     assert run.trainer.state.finished
+
+
+def test_backbone_finetuning_with_a_network_without_a_backbone_says_what_to_change(catdog_filtered_dir):
+    with pytest.raises(SystemExit, match=r"MLP has no pretrained backbone to freeze, and the config's BackboneFinetuning"):
+        fit(catdog_filtered_dir, "--model.net", "modules.nets.MLP", "--model.net.in_features", str(3 * 32 * 32),
+            "--trainer.fast_dev_run", "true")
