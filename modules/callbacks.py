@@ -152,8 +152,10 @@ class RunSummary(L.Callback):
             lines.append(f"Train longer: {next_command(trainer, 'fit', new_run=True)} --trainer.{budget} N "
                          f"(N above {limit}; a new run, as {whole_run[0]} spans the whole run)")
         else:
-            lines.append(f"Train on:  {next_command(trainer, 'fit', '--ckpt_path', str(last_checkpoint(trainer) or 'last'))} "
-                         f"--trainer.{budget} N (N above {limit})")
+            more = f"--trainer.max_epochs N (N above {limit})"
+            if steps:  # Lightning resumes a step budget from the end of an epoch wrongly (ClassifierModule refuses it)
+                more = f"--trainer.max_steps -1 --trainer.max_epochs N (N above {trainer.current_epoch}; Lightning resumes it counted in epochs only)"
+            lines.append(f"Train on:  {next_command(trainer, 'fit', '--ckpt_path', str(last_checkpoint(trainer) or 'last'))} {more}")
         return lines
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -187,6 +187,16 @@ class ClassifierModule(L.LightningModule):
         if self.trainer.state.fn != TrainerFn.FITTING:
             checkpoint.pop("callbacks", None)
             return
+        epoch = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        if self.trainer.max_steps != -1 and epoch and epoch["processed"] > epoch["completed"]:
+            # Written as an epoch ended (every checkpoint of a run that its step budget ended): Lightning 2.6 resumes
+            # a step-counted run from there as if the epoch were unfinished and runs its end again without its
+            # validation, so early stopping fails on the missing val/ metric (Lightning issue #19617).
+            raise ConfigError(
+                f"this checkpoint was written as epoch {checkpoint['epoch']} ended (step {checkpoint['global_step']}), and "
+                "Lightning cannot resume a run counted in steps (trainer.max_steps) from there. Count the rest in epochs: "
+                f"--trainer.max_steps -1 --trainer.max_epochs N (N above {epoch['processed']})."
+            )
         # A schedule built for the whole run's steps (OneCycleLR's total_steps) is restored as it was; a run
         # longer than that would fail part way ("Tried to step N times"), so it is refused before it starts.
         for state in checkpoint.get("lr_schedulers", []):

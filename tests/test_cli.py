@@ -658,3 +658,20 @@ def test_max_steps_part_way_through_an_epoch_validates_before_stopping():
     run = cli("digits", "fit", "--trainer.max_steps", "5", "--data.batch_size", "32")
     assert run.trainer.global_step == 5 and "val/acc" in run.trainer.callback_metrics
     assert list(Path("lightning_logs/digits/version_0/checkpoints").glob("best-epoch=0-*.ckpt"))
+
+
+def test_a_run_ended_by_its_step_budget_goes_on_counted_in_epochs(capsys):
+    """Lightning resumes a step-counted run from an epoch's end wrongly (issue #19617; a step budget ends the epoch it
+    stops in, after its validation): refused, with the form that works, which is also what the run's end suggests."""
+    epoch = ("--data.batch_size", "32", "--trainer.limit_train_batches", "5")  # 5 steps an epoch
+    last = Path("lightning_logs/digits/version_0/checkpoints/last.ckpt")
+    cli("digits", "fit", *epoch, "--trainer.max_steps", "3")
+    told = f"--ckpt_path {last} --trainer.max_steps -1 --trainer.max_epochs N (N above 1; Lightning resumes it counted in epochs only)"
+    assert told in capsys.readouterr().out
+    before = last.read_bytes()
+    with pytest.raises(SystemExit, match=r"written as epoch 0 ended \(step 3\), and Lightning cannot resume a run counted in steps "
+                       r"\(trainer.max_steps\) from there. Count the rest in epochs: --trainer.max_steps -1 --trainer.max_epochs N \(N above 1\)"):
+        cli("digits", "fit", *epoch, "--trainer.max_steps", "6", "--ckpt_path", "last")
+    assert last.read_bytes() == before
+    resumed = cli("digits", "fit", *epoch, "--trainer.max_steps", "-1", "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 8 and "val/acc" in resumed.trainer.callback_metrics
