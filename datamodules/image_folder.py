@@ -176,13 +176,16 @@ def cached_read_images(
             if not (array.is_file() and meta.is_file()):
                 build_cache(entry, paths, image_shape, resize, on_bad_image)
                 remove_other_versions(entry)
+            # Mapped under the lock: a build of another image size removes this version once no lock is held.
+            info = json.loads(meta.read_text())
+            images = torch.from_numpy(np.load(array, mmap_mode="c"))  # copy-on-write: pages load on demand
     except OSError as exc:
         raise DataError(
             f"image cache in {cache_dir}: {exc}. Choose a writable --data.cache_dir with room for the decoded "
             f"images ({len(paths)} x {'x'.join(map(str, image_shape))} bytes), or null to decode into memory."
         ) from exc
-    info = json.loads(meta.read_text())
-    images = torch.from_numpy(np.load(array, mmap_mode="c"))  # copy-on-write: pages load on demand
+    if on_bad_image == "fail" and info["problems"]:  # a cache built under 'skip' left them out
+        raise DataError(info["problems"][0])
     return images[: len(info["kept"])], info["kept"], info["hashes"], info["problems"]
 
 

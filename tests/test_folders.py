@@ -266,6 +266,8 @@ def test_disk_cache_is_built_once_reused_and_rebuilt_on_change(mask_dir, tmp_pat
     assert decoded == []  # mapped from disk, nothing decoded
     assert torch.equal(again.train_set.images, first.train_set.images)
     assert torch.equal(again.val_set.labels, first.val_set.labels)
+    with pytest.raises(DataError, match="bad.jpg: empty file"):  # 'fail' stops at it, cached or not
+        mask_module(mask_dir, cache_dir=str(cache), on_bad_image="fail").setup("fit")
 
     save_image(mask_dir / "image" / "mask" / "m3.jpg", 0, size=50)  # a file changed
     changed = mask_module(mask_dir, cache_dir=str(cache))
