@@ -13,6 +13,13 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written; the previous file of that name is untouched."""
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, which only setting it reveals (set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's CheckpointIO plugin with crash-safe writes.
 
@@ -30,6 +37,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 stale.unlink(missing_ok=True)
             handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
             try:
+                os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's 0600 would make the checkpoint private
                 with os.fdopen(handle, "wb") as file:
                     torch.save(checkpoint, file)
                     file.flush()

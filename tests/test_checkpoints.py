@@ -43,6 +43,18 @@ def test_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
     assert not list(target.parent.glob("*.partial"))  # the next save clears it
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_checkpoint_file_permissions_follow_the_umask_like_other_files(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"epoch": 1}, tmp_path / "last.ckpt")
+        (tmp_path / "config.yaml").write_text("epoch: 1")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == (tmp_path / "config.yaml").stat().st_mode & 0o777 == mode
+    assert os.umask(previous) == previous  # the process's umask is as it was
+
+
 def test_full_disk_names_the_folder_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     target = tmp_path / "run" / "last.ckpt"
     io = AtomicCheckpointIO()
