@@ -196,7 +196,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.augment = nn.Sequential(*(augment or []))
         self.transforms = nn.Sequential(*(transforms or []))
         self.input_shape = self._input_shape()
-        self.held_out: dict[str, float] | None = None  # how validation was drawn from the training images, if it was
+        self.held_out: dict[str, Any] | None = None  # how validation was drawn from the training images, or that it was not
 
     @property
     def num_classes(self) -> int:
@@ -305,6 +305,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             images, labels = self._checked(*self._readable("train"), split="train")
             shipped = self._readable("validation")
             if shipped is not None:
+                self.held_out = {"validation_folder": True}  # every training image trains
                 self.train_set = InMemoryImages(images, labels)
                 self.val_set = InMemoryImages(*self._checked(*shipped, split="validation"))
             else:
@@ -344,7 +345,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             ) from exc
 
     def state_dict(self) -> dict[str, Any]:
-        """Kept in every checkpoint: how validation was drawn from the training images, when it was."""
+        """Kept in every checkpoint: how validation was drawn from the training images, or that it came from a folder."""
         return {"held_out": self.held_out} if self.held_out else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -354,7 +355,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         stage = self.trainer.state.fn if self.trainer is not None else None
         tests_on_validation = getattr(self, "test_set", None) is getattr(self, "val_set", 0)
         on_validation = stage in (TrainerFn.FITTING, TrainerFn.VALIDATING) or tests_on_validation
-        if not (saved and now and on_validation) or all(saved[k] == now[k] for k in ("seed", "pool", "validation")):
+        if not (saved and now and on_validation) or "validation_folder" in now:
+            return
+        if "validation_folder" in saved:
+            raise DataError(
+                f"the checkpoint trained on all of its training images (its validation images came from a folder of "
+                f"their own); this run draws {now['validation']} validation images from the {now['pool']} training images "
+                "(its validation folder is missing, or val_dir was changed), so it would be judged on images it trained "
+                "on. Give the validation folder with --data.val_dir; other labelled images are evaluated with "
+                "`test --data.test_dir DIR`."
+            )
+        if all(saved[k] == now[k] for k in ("seed", "pool", "validation")):
             return
         raise DataError(
             f"the checkpoint's validation images were drawn from its {saved['pool']} training images (val_split "

@@ -34,14 +34,20 @@ def natural_key(name: str) -> tuple:
 
 def list_images(root: Path) -> list[Path]:
     """Image files under ``root`` at any depth, in sorted order; hidden files and folders and non-image
-    files (.DS_Store, Thumbs.db, .txt) are left out. Extensions match in any case (.JPG, .Png)."""
-    return sorted(
-        path
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-        and path.is_file()
-    )
+    files (.DS_Store, Thumbs.db, .txt) are left out. Extensions match in any case (.JPG, .Png). Symlinked
+    folders are followed (a class folder linked in from elsewhere; ``Path.rglob`` skips them before Python
+    3.13), each real folder once, so a link back up the tree ends instead of looping."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        paths = (Path(folder, name) for name in files if not name.startswith("."))
+        found += [path for path in paths if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
+    return sorted(found)
 
 
 def label_images(root: Path, filename_pattern: str | None) -> tuple[list[Path], list[str]]:

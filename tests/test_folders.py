@@ -5,14 +5,17 @@ import hashlib
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from PIL import Image
 
 from cli import main
 from datamodules import CatsDogs, DataError, FaceMask, Food11, ImageFolder
 from datamodules.base import grouped_split
+from datamodules.image_folder import label_images
 from tests.conftest import MASK_GOOD, label_of_folder_image, save_image
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -245,6 +248,36 @@ def test_unreadable_checkpoint_is_refused(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="broken.ckpt: not a readable checkpoint"):
         cli("mask", "predict", "--data.predict_dir", str(tmp_path), "--ckpt_path", str(bad))
+
+
+def test_checkpoint_that_validated_on_its_own_folder_is_not_judged_on_its_training_images(catdog_filtered_dir):
+    trained = CatsDogs(data_dir=str(catdog_filtered_dir), val_dir="validation", image_size=32)
+    trained.setup("fit")
+    state = trained.state_dict()  # as its checkpoint keeps it
+    validating = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING))
+    drawn = CatsDogs(data_dir=str(catdog_filtered_dir), val_dir="nosuch", val_split=4, image_size=32)
+    drawn.trainer = validating
+    drawn.setup("validate")
+    with pytest.raises(DataError, match=r"the checkpoint trained on all of its training images .* this run draws 4 "
+                       r"validation images from the 12 training images .* Give the validation folder with --data.val_dir"):
+        drawn.load_state_dict(state)
+    same = CatsDogs(data_dir=str(catdog_filtered_dir), val_dir="validation", image_size=32)
+    same.trainer = validating
+    same.setup("validate")
+    same.load_state_dict(state)  # its own validation folder again: nothing to refuse
+
+
+def test_symlinked_class_folders_and_subfolders_are_read_and_a_link_loop_ends(tmp_path):
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "data" / "train"
+    save_image(elsewhere / "dogs" / "dog.0.jpg", 1)
+    save_image(elsewhere / "more_cats" / "cat.9.jpg", 0)
+    save_image(root / "cats" / "cat.0.jpg", 0)
+    (root / "dogs").symlink_to(elsewhere / "dogs", target_is_directory=True)  # a class folder linked in
+    (root / "cats" / "extra").symlink_to(elsewhere / "more_cats", target_is_directory=True)  # a subfolder linked in
+    (root / "cats" / "loop").symlink_to(root, target_is_directory=True)  # a link back up the tree
+    paths, classes = label_images(root, None)
+    assert [(p.relative_to(root).as_posix(), c) for p, c in zip(paths, classes)] == [
+        ("cats/cat.0.jpg", "cats"), ("cats/extra/cat.9.jpg", "cats"), ("dogs/dog.0.jpg", "dogs")]
 
 
 def test_disk_cache_is_built_once_reused_and_rebuilt_on_change(mask_dir, tmp_path, monkeypatch):
