@@ -27,11 +27,17 @@ def test_augment_benchmark_builds_each_config_both_ways_with_the_same_output(mon
     assert len(rows) == 4 and all(float(row[-1]) > 0 for row in rows)
 
 
-def test_folder_cache_benchmark_builds_the_cache_then_maps_it(catdog_filtered_dir, tmp_path):
+def test_folder_cache_benchmark_builds_the_cache_then_maps_it(catdog_filtered_dir, tmp_path, monkeypatch):
+    import datamodules.image_folder as reader
+
+    decoded, original = [], reader.read_images
+    monkeypatch.setattr(reader, "read_images", lambda paths, *a, **k: decoded.append(len(paths)) or original(paths, *a, **k))
     cache = tmp_path / "cache"
     first = folder_cache.one_run(str(catdog_filtered_dir), str(cache), 32)
+    assert decoded == [12, 4]  # the training and validation folders, decoded into the cache
     later = folder_cache.one_run(str(catdog_filtered_dir), str(cache), 32)
-    assert list(cache.rglob("*.npy")) and all(seconds > 0 for seconds in (*first, *later))
+    assert decoded == [12, 4]  # the second run maps them: nothing decoded again
+    assert len(list(cache.rglob("*.npy"))) == 2 and all(seconds > 0 for seconds in (*first, *later))
 
 
 @pytest.mark.filterwarnings("ignore:The number of training batches")  # 9 steps an epoch, fewer than the log interval

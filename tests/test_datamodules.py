@@ -48,8 +48,9 @@ def test_validation_split_is_seeded_and_disjoint(mnist_dir):
     a, b, c = split(1), split(1), split(2)
     assert torch.equal(a.val_set.images, b.val_set.images)
     assert not torch.equal(a.val_set.images, c.val_set.images)
-    # The split only permutes the training file: nothing from the test file, nothing counted twice.
-    assert len(a.train_set) + len(a.val_set) == N_TRAIN
+    # The split only shares out the training file: nothing from the test file, nothing on both sides, nothing left out.
+    train, val = a.train_set.index.tolist(), a.val_set.index.tolist()
+    assert set(train).isdisjoint(val) and sorted(train + val) == list(range(N_TRAIN))
 
 
 def test_digits_quickstart_holds_out_a_fixed_test_split():

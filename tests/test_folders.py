@@ -84,6 +84,10 @@ def test_split_is_stratified_and_seeded(mask_dir):
     b.setup("fit")
     assert torch.equal(a.val_set.images, b.val_set.images)
     assert set(a.val_set.labels.tolist()) == {0, 1}  # both classes are validated
+    skewed = torch.tensor([0] * 90 + [1] * 10)  # each class gives its share, whatever the draw
+    for seed in range(5):
+        _, val = grouped_split(skewed, None, 0.2, seed)
+        assert skewed[val].bincount().tolist() == [18, 2]
 
 
 @pytest.mark.parametrize(
