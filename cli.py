@@ -528,10 +528,20 @@ USER_ERRORS = (DataError, ConfigError, WeightsUnavailableError, CheckpointWriteE
 def user_error(error: BaseException | None) -> BaseException | None:
     """The user-fixable error behind ``error``, if any: jsonargparse wraps errors raised while instantiating."""
     while error is not None:
-        if isinstance(error, USER_ERRORS):
+        if isinstance(error, USER_ERRORS) or device_setting_refused(error):
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def device_setting_refused(error: BaseException) -> bool:
+    """Lightning refuses a device setting it cannot use (a misspelt ``accelerator`` or ``strategy`` name, FSDP on a CPU)
+    with a plain ValueError that names the setting and the choices; raised by its accelerator connector."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    where = Path(trace.tb_frame.f_code.co_filename) if trace is not None else Path()
+    return isinstance(error, ValueError) and where.parts[-3:] == ("trainer", "connectors", "accelerator_connector.py")
 
 
 if __name__ == "__main__":

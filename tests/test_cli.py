@@ -501,6 +501,16 @@ def test_impossible_settings_stop_with_the_message_alone(arguments, message):
     assert done.value.code == f"error: {message}"  # no traceback: the message says what to change
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    (["--trainer.accelerator", "gpux"], r"You selected an invalid accelerator name: `accelerator='gpux'`. Available names are: auto, .*cpu"),
+    (["--trainer.strategy", "ddpx"], r"You selected an invalid strategy name: `strategy='ddpx'`. .* Example choices: auto, ddp, "),
+])
+def test_a_misspelt_device_setting_stops_with_lightnings_message_alone(setting, message):
+    with pytest.raises(SystemExit) as done:  # Lightning raises a plain ValueError for these
+        cli("digits", "fit", "--trainer.fast_dev_run", "true", *setting)
+    assert re.fullmatch(f"error: {message}.*", done.value.code)
+
+
 def test_network_that_cannot_take_the_data_is_refused_before_the_run():
     with pytest.raises(SystemExit) as done:
         cli("digits", "validate", "--model.net.in_features", "784")  # the MNIST size, on 8x8 digits
