@@ -3,6 +3,7 @@
 import argparse
 import atexit
 import contextlib
+import csv
 import ctypes
 import ctypes.util
 import difflib
@@ -12,6 +13,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 import warnings
@@ -156,6 +158,7 @@ class ClassifierCLI(LightningCLI):
             )
 
     def before_fit(self) -> None:
+        keep_earlier_csv_metrics(self.trainer)
         if self.config.fit.test_after_fit:
             for callback in self.trainer.callbacks:
                 if hasattr(callback, "test_follows_fit"):  # RunSummary, TensorBoardPictures
@@ -383,6 +386,25 @@ def resume_in_place(config) -> None:
         number = version_number(run)  # as a number, the progress bar shows v_num=0, not "on_0"
         config.trainer.logger.init_args.version = run.name if number is None else number
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+@rank_zero_only
+def keep_earlier_csv_metrics(trainer) -> None:
+    """Lightning's CSV writer deletes the metrics.csv it finds in its folder as it starts ("Previous log files in this
+    directory will be deleted"), so a resumed run would lose its earlier epochs, and its curves with them. A copy is
+    put back once the writer exists, which then appends to it."""
+    for logger in trainer.loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is None or not path.is_file():
+            continue
+        kept = path.with_name(".metrics.csv.kept")
+        shutil.copy2(path, kept)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+            writer = logger.experiment  # created here: it deletes metrics.csv
+        os.replace(kept, path)
+        with path.open(newline="") as file:
+            writer.metrics_keys = next(csv.reader(file), [])  # the header the new rows join
 
 
 def version_number(run: Path) -> int | None:

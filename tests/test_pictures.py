@@ -1,5 +1,6 @@
 """What a run shows: TensorBoard scalars, pictures and hparams, read back with TensorBoard's own reader."""
 
+import csv
 import sys
 import warnings
 from pathlib import Path
@@ -91,10 +92,19 @@ def test_csv_logger_for_headless_use(mnist_dir, capsys):
     main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.batch_size", "8",
           "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
           "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-          "--trainer.logger.init_args.save_dir", "csv_logs", "--trainer.logger.init_args.name", "mnist"])
+          "--trainer.logger.init_args.save_dir", "csv_logs", "--trainer.logger.init_args.name", "mnist",
+          "--model.scheduler", "null"])  # MNIST's OneCycleLR spans the run: without it, the run can be resumed for more
     run = Path("csv_logs/mnist/version_0")
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/acc", "val/f1/3", "train/images_per_s"} <= set(header)
     assert (run / "confusion_matrix_val.png").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "curves.png").is_file()  # read back from metrics.csv
     assert f"Logs and checkpoints: {run}  (metrics in metrics.csv)\n" in capsys.readouterr().out  # not TensorBoard
+    with warnings.catch_warnings(record=True) as caught:  # resumed: Lightning's writer would delete epoch 0's rows
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+              "--trainer.max_epochs", "2"])
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert {row["epoch"] for row in rows if row.get("val/acc")} == {"0", "1"}  # both epochs' validation
+    assert rows[0].keys() >= set(header) and not list(run.glob(".metrics.csv*"))
