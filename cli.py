@@ -192,6 +192,13 @@ class ClassifierCLI(LightningCLI):
         # Batches of one image in training (SyncBatchNorm normalises over every process's batch instead).
         one_image_batches = self.subcommand == "fit" and config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm")
         check_network_takes_the_data(self.model, self.trained_shape, config.get("ckpt_path"), one_image_batches)
+        shape = tuple(self.model.hparams["input_shape"])
+        if self.trained_shape is not None and tuple(self.trained_shape) != shape:  # a network that adapts (global pooling)
+            rank_zero_only(print)(
+                f"Note: {config.ckpt_path} was trained on images of shape {tuple(self.trained_shape)}; this run gives it "
+                f"{shape} (channels, height, width). To use the size it was trained on: --data.image_size "
+                f"{self.trained_shape[-1]}."
+            )
 
 
 def check_the_task_is_given(args: list[str]) -> None:

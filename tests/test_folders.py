@@ -199,6 +199,8 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     picture = Path(predicted.trainer.log_dir) / "predictions.png"  # in the run folder, wherever the CSV goes
     out = capsys.readouterr().out
     assert f"Wrote 2 predictions to {csv_path}" in out and f"The first 2, with their predicted classes: {picture}" in out
+    assert ("was trained on images of shape (3, 32, 32); this run gives it (3, 48, 48) (channels, height, width). To use "
+            "the size it was trained on: --data.image_size 32.") in out  # allowed, and said
     assert Image.open(picture).size[0] == 8 + 2 * (3 * 48 + 8)  # both photos side by side, each pixel shown 3x3
     rows = list(csv.DictReader(csv_path.open()))
     assert [Path(r["image"]).name for r in rows] == ["a.jpg", "B.PNG"]
