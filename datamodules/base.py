@@ -319,6 +319,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
                     )
                 self.train_set = InMemoryImages(images, labels, train)
                 self.val_set = InMemoryImages(images, labels, val)
+            # A seeded mixed order, not class by class as folders list them: validation limited to its first batches
+            # (trainer.limit_val_batches) then sees every class, instead of one and an accuracy of 0 or 1.
+            mixed = torch.randperm(len(self.val_set), generator=torch.Generator().manual_seed(self.hparams.seed))
+            self.val_set.index = self.val_set.index[mixed]
         if stage in ("test", "predict") and not hasattr(self, "test_set"):
             loaded = self._readable("test")
             if loaded is None:

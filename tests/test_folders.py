@@ -90,6 +90,18 @@ def test_split_is_stratified_and_seeded(mask_dir):
         assert skewed[val].bincount().tolist() == [18, 2]
 
 
+def test_validation_comes_in_a_mixed_order_so_its_first_batches_hold_every_class(mask_dir, catdog_filtered_dir):
+    """Folders list their images class by class: validation limited to its first batches (limit_val_batches) saw one."""
+    drawn = FaceMask(data_dir=str(mask_dir), train_dir="image", image_size=32, val_split=0.5, batch_size=4)
+    shipped = CatsDogs(data_dir=str(catdog_filtered_dir), val_dir="validation", image_size=32, batch_size=2, seed=1)
+    for data in (drawn, shipped):
+        data.setup("fit")
+        first = next(iter(data.val_dataloader()))[1]
+        assert set(first.tolist()) == {0, 1}
+    assert sorted(drawn.val_set.index.tolist()) == grouped_split(  # the same images as the split drew, reordered
+        drawn.train_set.all_labels, drawn.file_keys(0), 0.5, 42)[1].tolist()
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
