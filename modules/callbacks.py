@@ -94,6 +94,7 @@ class RunSummary(L.Callback):
         self.depth = depth
         self.test_follows_fit = False  # set by cli.py's --test_after_fit
         self.trained = False  # whether this fit ran an epoch (a resumed finished run does not)
+        self.stopped_before: list[int] = []  # each EarlyStopping's stopped_epoch as this fit started (a checkpoint's)
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -132,7 +133,9 @@ class RunSummary(L.Callback):
     def _why_it_ended(self, trainer: L.Trainer) -> list[str]:
         """Early stopping, or the whole budget used, and then how to train longer: on from last.ckpt with a larger
         budget, or in a new run where the schedule spans the whole run (ClassifierModule refuses to stretch it)."""
-        stopped = [c for c in trainer.early_stopping_callbacks if c.stopped_epoch > 0]
+        # Lightning restores stopped_epoch from the checkpoint and never clears it: only a change means this fit stopped.
+        before = self.stopped_before or [0] * len(trainer.early_stopping_callbacks)
+        stopped = [c for c, epoch in zip(trainer.early_stopping_callbacks, before) if c.stopped_epoch != epoch]
         if stopped:
             early = stopped[0]
             return [f"Early stopping ended the run after epoch {early.stopped_epoch}: {early.monitor} had stopped "
@@ -157,6 +160,9 @@ class RunSummary(L.Callback):
                 more = f"--trainer.max_steps -1 --trainer.max_epochs N (N above {trainer.current_epoch}; Lightning resumes it counted in epochs only)"
             lines.append(f"Train on:  {next_command(trainer, 'fit', '--ckpt_path', str(last_checkpoint(trainer) or 'last'))} {more}")
         return lines
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stopped_before = [c.stopped_epoch for c in trainer.early_stopping_callbacks]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.trained = True

@@ -371,6 +371,12 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     out = capsys.readouterr().out
     assert "Early stopping ended the run after epoch 1: val/loss had stopped improving (patience 1)." in out
     assert "Train on:" not in out
+    # Resumed, with every validation now an improvement: the budget ends it, though its early stopping state (restored
+    # from the checkpoint) still holds the epoch it stopped at before.
+    improving = [*stopping[:2], "--trainer.callbacks.min_delta=-100", stopping[3]]
+    cli("digits", "fit", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "3", *improving, "--ckpt_path", "last")
+    out = capsys.readouterr().out
+    assert "Early stopping ended" not in out and "--trainer.max_epochs N (N above 3)" in out
     timed = cli("digits", "fit", "--trainer.max_epochs", "99", "--trainer.max_time", "00:00:00:01")  # ~500 steps a second
     out = capsys.readouterr().out
     assert f"step {timed.trainer.global_step}, its trainer.max_time used up." in out and timed.trainer.current_epoch < 99
