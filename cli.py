@@ -443,7 +443,28 @@ def claim_run_folder(config) -> Path | None:
             continue
         logger.init_args.version = number
         atexit.register(remove_if_empty, folder, runs)
+        CLAIMED_RUNS.append(folder)
         return folder
+
+
+CLAIMED_RUNS: list[Path] = []  # the run folders this main() created
+
+
+def discard_refused_runs(error: BaseException) -> None:
+    """A run refused before its first step (a setting found wrong as the trainer set up: validation off under early
+    stopping, a schedule shorter than the run) leaves no run folder: its config.yaml and events file would list a run
+    that never trained among the real ones. Once the loop has started (Lightning's ``_run_stage``), it stays."""
+    chain, running = [], False
+    while error is not None and error not in chain:
+        chain.append(error)
+        trace = error.__traceback__
+        while trace is not None:
+            running |= trace.tb_frame.f_code.co_name == "_run_stage"
+            trace = trace.tb_next
+        error = error.__cause__ or error.__context__
+    for folder in [] if running else CLAIMED_RUNS:
+        if folder.is_dir() and not any(folder.rglob("*.ckpt")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_if_empty(*folders: Path) -> None:
@@ -532,6 +553,7 @@ def tune_the_process() -> None:
 def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = ClassifierCLI) -> ClassifierCLI:
     """``cli_class``: a subclass, for tools that add to a run (benchmarks/compare.py adds a callback)."""
     tune_the_process()
+    CLAIMED_RUNS.clear()
     try:
         return cli_class(
             ClassifierModule,
@@ -547,6 +569,7 @@ def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = Classif
         cause = user_error(error)
         if cause is None:
             raise
+        discard_refused_runs(error)
         sys.exit(f"error: {cause}")
 
 

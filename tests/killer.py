@@ -1,9 +1,12 @@
-"""Callbacks that stop their own process at a training step: SIGKILL (a machine dying) and SIGINT (Ctrl+C)."""
+"""Callbacks that stop their own process at a training step: SIGKILL (a machine dying), SIGINT (Ctrl+C), and a
+setting refused part way."""
 
 import os
 import signal
 
 import lightning as L
+
+from modules.classifier import ConfigError
 
 
 class KillAtStep(L.Callback):
@@ -29,3 +32,14 @@ class InterruptAtStep(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class RefuseAtStep(L.Callback):
+    """A user error raised at a training step, once the run has trained and logged."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise ConfigError(f"refused at step {self.step}")

@@ -517,6 +517,20 @@ def test_a_misspelt_device_setting_stops_with_lightnings_message_alone(setting, 
     assert re.fullmatch(f"error: {message}.*", done.value.code)
 
 
+def test_a_run_refused_before_its_first_step_leaves_no_run_folder_and_one_refused_later_keeps_its_own():
+    runs = Path("lightning_logs/digits")
+    with pytest.raises(SystemExit, match="validation is off"):  # refused as the trainer starts, after config.yaml
+        cli("digits", "fit", "--trainer.limit_val_batches", "0")
+    with pytest.raises(SystemExit, match="model.scheduler plans 5 steps"):  # refused in configure_optimizers
+        cli("digits", "fit", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--model.scheduler",
+            "torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr", "0.01", "--model.scheduler.total_steps", "5")
+    assert not list(runs.glob("version_*"))
+    with pytest.raises(SystemExit, match="refused at step 2"):
+        cli("digits", "fit", "--trainer.callbacks+=tests.killer.RefuseAtStep", "--trainer.callbacks.step=2",
+            "--trainer.enable_checkpointing", "false")
+    assert [p.name for p in runs.glob("version_*")] == ["version_0"] and list(runs.glob("version_0/events.out.tfevents.*"))
+
+
 def test_network_that_cannot_take_the_data_is_refused_before_the_run():
     with pytest.raises(SystemExit) as done:
         cli("digits", "validate", "--model.net.in_features", "784")  # the MNIST size, on 8x8 digits
