@@ -244,12 +244,19 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """For a data_dir that exists but lacks the files: a folder up to 3 above it, or one inside it, that holds every
         expected file. The usual slip is pointing at the dataset's own folder (``MNIST/``, ``cifar-10-batches-py/``,
         a folder set's ``train/``) instead of the one that holds it."""
-        expected = self.expected_files()
-        if not expected or not self.data_dir.is_dir() or not all(path.is_relative_to(self.data_dir) for path in expected):
-            return None  # nothing expected, or some of it elsewhere (a test_dir of its own)
-        expected = [path.relative_to(self.data_dir) for path in expected]
+        layouts = self.layouts()
+        if not layouts or not self.data_dir.is_dir():
+            return None
         inside = sorted(p for p in self.data_dir.iterdir() if p.is_dir())
-        return next((f for f in [*self.data_dir.resolve().parents[:3], *inside] if all((f / p).exists() for p in expected)), None)
+        holds = lambda folder: any(all((folder / p).exists() for p in layout) for layout in layouts)  # noqa: E731
+        return next((folder for folder in [*self.data_dir.resolve().parents[:3], *inside] if holds(folder)), None)
+
+    def layouts(self) -> list[list[Path]]:
+        """What a data_dir holds in each layout the task reads, relative to it (for ``found_nearby``)."""
+        expected = self.expected_files()
+        if not expected or not all(path.is_relative_to(self.data_dir) for path in expected):
+            return []  # nothing expected, or some of it elsewhere (a test_dir of its own)
+        return [[path.relative_to(self.data_dir) for path in expected]]
 
     def _refuse_a_misplaced_data_dir(self) -> None:
         """A data_dir that is a file (most often the downloaded archive itself), or one that misses the files by a

@@ -25,17 +25,20 @@ class CIFAR10(ImageClassificationDataModule):
     task = "cifar10"
     class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     image_shape = (3, 32, 32)
-    source = "https://www.cs.toronto.edu/~kriz/cifar.html (torchvision downloads it with download: true)"
+    source = ("https://www.cs.toronto.edu/~kriz/cifar.html (torchvision downloads it with download: true), or as image "
+              "folders train/<class>/ and test/<class>/ (Kaggle and mirrors)")
+    pickles = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
     @property
     def is_folder_layout(self) -> bool:
         return not (self.data_dir / "cifar-10-batches-py").exists() and (self.data_dir / "train").is_dir()
 
     def expected_files(self) -> list[Path]:
-        if self.is_folder_layout:
-            return [self.data_dir / split / name for split in ("train", "test") for name in self.class_names]
-        pickles = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-        return [self.data_dir / "cifar-10-batches-py" / name for name in pickles]
+        return [self.data_dir / path for path in self.layouts()[1 if self.is_folder_layout else 0]]
+
+    def layouts(self) -> list[list[Path]]:
+        folders = [Path(split, name) for split in ("train", "test") for name in self.class_names]
+        return [[Path("cifar-10-batches-py", name) for name in self.pickles], folders]
 
     def download_files(self) -> None:
         datasets.CIFAR10(str(self.data_dir), download=True)

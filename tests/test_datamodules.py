@@ -168,6 +168,16 @@ def test_cifar_folder_with_a_missing_class_names_it(cifar_folder_dir: Path):
         CIFAR10(data_dir=str(cifar_folder_dir), download=False).setup("fit")
 
 
+def test_cifar_folder_layout_a_level_off_names_the_folder_that_holds_it(cifar_folder_dir: Path):
+    for wrong in (cifar_folder_dir.parent, cifar_folder_dir / "train"):  # above the unpacked copy, or inside it
+        with pytest.raises(DataNotFoundError, match=f"but {cifar_folder_dir} holds every file it needs: use --data.data_dir"):
+            CIFAR10(data_dir=str(wrong), download=False).setup("fit")
+    elsewhere = cifar_folder_dir.parent / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(DataNotFoundError, match=r"(?s)cifar-10-batches-py/data_batch_1.*or as image folders train/<class>/"):
+        CIFAR10(data_dir=str(elsewhere), download=False).setup("fit")  # nowhere near: both layouts named
+
+
 def test_cifar_folder_with_an_extra_class_is_refused(cifar_folder_dir: Path):
     (cifar_folder_dir / "train" / "zebra").mkdir()
     a_cat = next((cifar_folder_dir / "train" / "cat").iterdir())
