@@ -662,12 +662,16 @@ def test_a_run_claims_its_folder_before_preparing_data_and_leaves_none_when_it_f
     assert list((ours / "checkpoints").iterdir()) and not list((others[0] / "checkpoints").iterdir())
     # The run's config still asks for a new folder: commands made from it start their own run.
     assert yaml.safe_load((ours / "config.yaml").read_text())["trainer"]["logger"]["init_args"]["version"] is None
-    # A run that stops before writing anything leaves no empty folder at exit.
+    # A run refused before it starts leaves no folder; one that crashes before writing anything leaves none at exit.
     removals, register = [], cli_module.atexit.register
     monkeypatch.setattr(cli_module.atexit, "register", lambda f, *a: removals.append(a) if f is cli_module.remove_if_empty else register(f, *a))
     with pytest.raises(SystemExit, match="cannot take this data's images"):
         cli("digits", "fit", "--model.net.init_args.in_features", "10")
-    assert Path("lightning_logs/digits/version_2").is_dir()
+    assert not Path("lightning_logs/digits/version_2").exists()
+    monkeypatch.setattr(Digits, "prepare_data", lambda self: 1 / 0)  # not a user error: no message, the traceback
+    with pytest.raises(ZeroDivisionError):
+        cli("digits", "fit")
+    assert not any(Path("lightning_logs/digits/version_2").iterdir())
     for folders in removals:
         cli_module.remove_if_empty(*folders)
     assert sorted(p.name for p in Path("lightning_logs/digits").iterdir()) == ["version_0", "version_1"]
