@@ -225,9 +225,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     # ---- shared behaviour --------------------------------------------------------------------
     def _input_shape(self) -> tuple[int, ...]:
-        blank = torch.zeros(1, *self.image_shape)
-        shape = tuple(self.transforms(blank).shape[1:])
-        trained_on = tuple(self.transforms(self._augment(blank)).shape[1:])
+        return tuple(self.transforms(torch.zeros(1, *self.image_shape)).shape[1:])
+
+    def _check_augment_size(self) -> None:
+        """Training only: validate, test and predict never run augment (a config's crop may not fit another size there)."""
+        shape = self.input_shape
+        trained_on = tuple(self.transforms(self._augment(torch.zeros(1, *self.image_shape))).shape[1:])
         if trained_on != shape:
             raise DataError(
                 f"augment turns {self.task} images into {trained_on} but evaluation images are {shape}: give augment's "
@@ -308,6 +311,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             self._setup_predict_folder()
             return
         self._check_files()
+        if stage == "fit":
+            self._check_augment_size()
         if stage in ("fit", "validate") and not hasattr(self, "train_set"):
             images, labels = self._checked(*self._readable("train"), split="train")
             shipped = self._readable("validation")
@@ -334,7 +339,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             loaded = self._readable("test")
             if loaded is None:
                 rank_zero_only(print)(f"{self.task}: no labelled test split; test and predict use the validation split.")
-                self.setup("fit")
+                self.setup("validate")  # the splits, without training's checks
                 self.test_set = self.val_set
             else:
                 self.test_set = InMemoryImages(*self._checked(*loaded, split="test"))

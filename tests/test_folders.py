@@ -416,13 +416,16 @@ def test_a_build_cut_short_leaves_no_partial_file_and_the_next_build_clears_what
     assert len(left) == 3 and left[0] == "00000000building.npy.partial"  # and the new build's .npy and .json
 
 
-def test_an_augment_that_crops_to_another_size_than_the_images_is_refused_with_the_size_to_give(mask_dir):
+def test_an_augment_that_crops_to_another_size_than_the_images_is_refused_in_training_with_the_size_to_give(mask_dir):
     from kornia.augmentation import RandomResizedCrop
 
     with pytest.raises(DataError, match=r"augment turns mask images into \(3, 40, 40\) but evaluation images are \(3, 32, 32\): "
                        r"give augment's crop or resize the evaluation size, 32x32 \(in the config's data.augment"):
-        mask_module(mask_dir, augment=[RandomResizedCrop(size=(40, 40))])
+        mask_module(mask_dir, augment=[RandomResizedCrop(size=(40, 40))]).setup("fit")
     assert mask_module(mask_dir, augment=[RandomResizedCrop(size=(32, 32))]).input_shape == (3, 32, 32)
+    tested = mask_module(mask_dir, augment=[RandomResizedCrop(size=(40, 40))])  # augment runs in training only:
+    tested.setup("test")  # another image size for a test (a task config's training crop) is no reason to refuse it
+    assert tested.input_shape == (3, 32, 32) and len(tested.test_set) > 0
 
 
 def test_image_size_must_be_positive(mask_dir):
