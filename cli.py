@@ -30,7 +30,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from datamodules import ImageClassificationDataModule
-from datamodules.errors import DataError
+from datamodules.errors import DataError, DataWarning
 from modules import ClassifierModule
 from modules.callbacks import PredictionWriter, blank_input, say_where_results_went
 from modules.checkpoint_io import CheckpointWriteError
@@ -50,6 +50,17 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 # Lightning 2.6 advertises its cloud logger at every run start; the run's own output is what this terminal is for.
 for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """The project's data warnings as their message alone: Python's format adds the file, line and source line of
+    the code that warned, which tell a user nothing about their data."""
+    if issubclass(category, DataWarning):
+        return f"Warning: {message}\n"
+    return PYTHON_FORMAT_WARNING(message, category, filename, lineno, line)
+
+
+PYTHON_FORMAT_WARNING, warnings.formatwarning = warnings.formatwarning, format_warning
 
 
 class ClassifierParser(LightningArgumentParser):

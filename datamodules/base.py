@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.errors import DataError, DataNotFoundError
+from datamodules.errors import DataError, DataNotFoundError, DataWarning
 from datamodules.image_folder import list_images, read_images
 
 
@@ -97,7 +97,7 @@ def report_skipped(problems: list[str], where: Path) -> None:
     """The skip policy for unreadable image files: leave them out, and say which and why."""
     if problems:
         lines = "\n  ".join(problems)
-        rank_zero_warn(f"Skipped {len(problems)} unreadable image file(s) in {where}:\n  {lines}")
+        rank_zero_warn(f"Skipped {len(problems)} unreadable image file(s) in {where}:\n  {lines}", category=DataWarning)
 
 
 class EpochSampler(DistributedSampler):
@@ -238,7 +238,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 "read images at data.image_size), or add a crop or resize to `transforms` so both reach the network "
                 "at the same size."
             )
-        return shape
 
     def missing_files(self) -> list[Path]:
         return [path for path in self.expected_files() if not path.exists()]

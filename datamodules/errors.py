@@ -7,3 +7,7 @@ class DataError(ValueError):
 
 class DataNotFoundError(DataError, FileNotFoundError):
     """The dataset's files are not where the config says, and could not be downloaded."""
+
+
+class DataWarning(UserWarning):
+    """Data left out that a user should know of (unreadable files); shown as its message alone, by cli.py."""

@@ -243,7 +243,7 @@ class PredictionWriter(BasePredictionWriter):
                 for position, predicted, probability, label in rows:
                     image = paths[position] if paths else position
                     writer.writerow([image, names[predicted], f"{probability:.4f}", *([names[label]] if known else [])])
-        tqdm.write(f"Wrote {len(rows)} predictions to {path}")  # on a line of its own, below the progress bar
+        tqdm.write(f"Wrote {len(rows)} prediction{'s' * (len(rows) != 1)} to {path}")  # on a line of its own, below the bar
 
 
 class BackboneFinetuning(callbacks.BackboneFinetuning):

@@ -240,7 +240,7 @@ class ClassifierModule(L.LightningModule):
             if wants_max != (scheduler.mode == "max"):
                 raise ConfigError(
                     f"ReduceLROnPlateau has mode={scheduler.mode!r} but watches {self.hparams.scheduler_monitor!r}: "
-                    f"set scheduler.init_args.mode to {'max' if wants_max else 'min'!r}."
+                    f"give --model.scheduler.mode {'max' if wants_max else 'min'} (init_args.mode in a YAML file)."
                 )
         config = {"scheduler": scheduler, "interval": "step" if per_batch else "epoch"}
         if isinstance(scheduler, ReduceLROnPlateau):

@@ -313,4 +313,5 @@ class TensorBoardPictures(L.Callback):
         images = undo_normalize(torch.stack([s[0] for s in shown]).float(), trainer.datamodule.transforms)
         captions = [f"{names[p]} {c:.0%}" + (f"\n(true: {names[t]})" if 0 <= t != p else "") for _, p, c, t in shown]
         path = self._log_picture(trainer, "predictions", image_grid(images, captions))
-        tqdm.write(f"The first {len(shown)}, with their predicted classes: {path}")  # below the "Wrote ..." line
+        which = f"The first {len(shown)}, with their predicted classes" if len(shown) > 1 else "The image, with its predicted class"
+        tqdm.write(f"{which}: {path}")  # below the "Wrote ..." line

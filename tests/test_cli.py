@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from functools import partial
@@ -22,6 +23,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 import cli as cli_module
 from cli import check_network_takes_the_data, keep_freed_memory, main, skip_absent_nvml
 from datamodules import MNIST, Digits
+from datamodules.errors import DataWarning
 from modules import ClassifierModule
 from modules.callbacks import ProgressBar
 from modules.classifier import ConfigError
@@ -339,7 +341,7 @@ def test_scheduler_budget_shorter_than_the_run_is_refused_before_it_starts():
 
 
 def test_plateau_scheduler_watching_accuracy_must_maximise():
-    with pytest.raises(SystemExit, match="set scheduler.init_args.mode to 'max'"):
+    with pytest.raises(SystemExit, match=r"give --model.scheduler.mode max \(init_args.mode in a YAML file\)"):
         cli("digits", "fit", "--trainer.fast_dev_run", "true", "--model.scheduler_monitor", "val/acc")
 
 
@@ -529,6 +531,14 @@ def test_a_run_refused_before_its_first_step_leaves_no_run_folder_and_one_refuse
         cli("digits", "fit", "--trainer.callbacks+=tests.killer.RefuseAtStep", "--trainer.callbacks.step=2",
             "--trainer.enable_checkpointing", "false")
     assert [p.name for p in runs.glob("version_*")] == ["version_0"] and list(runs.glob("version_0/events.out.tfevents.*"))
+
+
+def test_data_warnings_show_as_their_message_alone_and_others_as_python_shows_them():
+    assert warnings.formatwarning is cli_module.format_warning  # set as cli.py is imported
+    skipped = "Skipped 1 unreadable image file(s) in photos:\n  photos/empty.jpg: empty file (0 bytes)."
+    assert warnings.formatwarning(skipped, DataWarning, "datamodules/base.py", 100, "rank_zero_warn(...)") == f"Warning: {skipped}\n"
+    other = warnings.formatwarning("deprecated", UserWarning, "/site-packages/somelib.py", 7, "warn(...)")
+    assert other.startswith("/site-packages/somelib.py:7: UserWarning: deprecated")
 
 
 def test_network_that_cannot_take_the_data_is_refused_before_the_run():

@@ -218,6 +218,8 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
     assert [Path(r["image"]).name for r in rows] == ["a.jpg", "B.PNG"]
     assert all(r["predicted"] in ("mask", "nomask") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
     one = cli("mask", "predict", "--data.predict_dir", str(photos / "a.jpg"), "--ckpt_path", "last", "--data.image_size", "48")
+    out = capsys.readouterr().out
+    assert "Wrote 1 prediction to " in out and "The image, with its predicted class: " in out
     assert list(csv.DictReader((Path(one.trainer.log_dir) / "predictions.csv").open())) == rows[:1]  # one image file
     with pytest.raises(SystemExit, match=r"gone.jpg: no such folder or file. Point --data.predict_dir at a folder"):
         cli("mask", "predict", "--data.predict_dir", str(photos / "gone.jpg"), "--ckpt_path", "last")
@@ -449,5 +451,5 @@ def test_exif_rotation_is_applied(tmp_path):
 
 def test_images_outside_class_folders_are_named(mask_dir):
     save_image(mask_dir / "image" / "stray.jpg", 0)
-    with pytest.raises(DataError, match=r"1 images lie directly in the folder \(e.g. stray.jpg\) instead of in class folders"):
+    with pytest.raises(DataError, match=r"1 image lies directly in the folder \(e.g. stray.jpg\) instead of in class folders"):
         mask_module(mask_dir)
