@@ -343,8 +343,15 @@ def checkpoint_facts(path: str) -> dict:
                           "last or best (the newest run's of this task).")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads the hyperparameters only
-    except Exception as exc:  # unpickling, truncation, not a zip: all mean the same to the user
-        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}).") from exc
+    except Exception:
+        try:  # mmap reads only the zip format: a file of torch's older format reads whole, and any other fails as it is
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling, truncation, not a checkpoint at all: the same to the user
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no reason given"
+            raise ConfigError(
+                f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason}). A file cut short (a copy or "
+                "download interrupted) or another kind of file: give a run's last.ckpt or best-*.ckpt."
+            ) from exc
     facts = checkpoint.get("hyper_parameters", {})
     if facts.get("class_names") is None:
         raise ConfigError(f"{path}: this checkpoint records no class names; it was not written by this project.")

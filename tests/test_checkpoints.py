@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from modules.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from modules.classifier import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +89,19 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch, capfd)
     with pytest.raises(SystemExit, match="evil.ckpt: not a readable checkpoint \\(UnpicklingError"):
         main(["test", "--config", str(ROOT / "configs" / "digits.yaml"), "--ckpt_path", str(evil)])
     assert "should never run" not in capfd.readouterr().out
+
+
+def test_checkpoint_facts_read_torchs_older_file_format_and_name_a_file_that_is_none(tmp_path):
+    from cli import checkpoint_facts
+
+    old = tmp_path / "old.ckpt"  # torch.save's format before 1.6, which mmap cannot read
+    torch.save({"hyper_parameters": {"class_names": ["a", "b"]}}, old, _use_new_zipfile_serialization=False)
+    assert checkpoint_facts(str(old))["class_names"] == ["a", "b"]
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match=r"notes.ckpt: not a readable checkpoint \(UnpicklingError: .*\). A file cut short "
+                       r"\(a copy or download interrupted\) or another kind of file: give a run's last.ckpt"):
+        checkpoint_facts(str(text))
 
 
 def test_unwritable_log_folder_is_named_before_training(tmp_path, monkeypatch):
