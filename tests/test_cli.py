@@ -160,9 +160,11 @@ def test_switching_off_checkpoints_or_the_logger_drops_the_configured_callbacks_
     assert unsaved.trainer.checkpoint_callbacks == [] and "test/acc" in unsaved.trainer.callback_metrics
     assert not list(Path("lightning_logs").rglob("*.ckpt"))
     assert "no best checkpoint (checkpointing or validation is off); testing the final weights" in capsys.readouterr().out
-    unlogged = cli("digits", "fit", *common, "--trainer.logger", "false", "--trainer.default_root_dir", "quiet")
+    unlogged = cli("digits", "fit", *common, "--trainer.logger", "false")
     assert unlogged.trainer.logger is None and "test/acc" in unlogged.trainer.callback_metrics
-    assert list(Path("quiet/checkpoints").glob("best-*.ckpt"))  # beside Lightning's default_root_dir
+    # In the config's trainer.default_root_dir, under lightning_logs: not in the folder the command runs in.
+    assert list(Path("lightning_logs/digits/checkpoints").glob("best-*.ckpt")) and (Path("lightning_logs/digits/inputs.png")).is_file()
+    assert [p.name for p in Path(".").iterdir()] == ["lightning_logs"]
 
 
 def test_running_loss_logging_can_be_switched_off():
