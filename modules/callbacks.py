@@ -93,7 +93,7 @@ class RunSummary(L.Callback):
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
         self.test_follows_fit = False  # set by cli.py's --test_after_fit
-        self.trained = False  # whether this fit ran an epoch (a resumed finished run does not)
+        self.first_step: int | None = None  # the step this fit's loop started from; None: it did not start (a finished run)
         self.stopped_before: list[int] = []  # each EarlyStopping's stopped_epoch as this fit started (a checkpoint's)
 
     @rank_zero_only
@@ -149,7 +149,8 @@ class RunSummary(L.Callback):
             return [f"Stopped at epoch {trainer.current_epoch}, step {trainer.global_step}, {why}.",
                     f"Resume it: {next_command(trainer, 'fit', '--ckpt_path', str(last_checkpoint(trainer) or 'last'))}{more}"]
         budget, limit = ("max_steps", trainer.max_steps) if steps else ("max_epochs", trainer.max_epochs)
-        lines = [] if self.trained else [f"Nothing to train: the checkpoint had already reached {budget}={limit}."]
+        trained = self.first_step is not None and trainer.global_step > self.first_step
+        lines = [] if trained else [f"Nothing to train: the checkpoint had already reached {budget}={limit}."]
         whole_run = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if hasattr(c.scheduler, "total_steps")]
         if whole_run:
             lines.append(f"Train longer: {next_command(trainer, 'fit', new_run=True)} --trainer.{budget} N "
@@ -162,10 +163,10 @@ class RunSummary(L.Callback):
         return lines
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Read here, not at an epoch's start: a fit resumed part way through an epoch starts none (Lightning goes on
+        # with that epoch without calling on_train_epoch_start).
+        self.first_step = trainer.global_step
         self.stopped_before = [c.stopped_epoch for c in trainer.early_stopping_callbacks]
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.trained = True
 
     @rank_zero_only
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -190,7 +191,8 @@ class ProgressBar(callbacks.TQDMProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | float | str]:
         metrics = super().get_metrics(trainer, pl_module)
-        return {k: round(v) if isinstance(v, float) and math.isfinite(v) and abs(v) >= 1000 else v for k, v in metrics.items()}
+        # From 999.5: tqdm would show 999.8 as 1e+3.
+        return {k: round(v) if isinstance(v, float) and math.isfinite(v) and abs(v) >= 999.5 else v for k, v in metrics.items()}
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -145,12 +145,14 @@ def test_progress_bar_follows_the_config_and_the_trainer_switch():
 
 def test_progress_bar_shows_figures_in_the_thousands_as_whole_numbers(monkeypatch):
     """tqdm writes a float with three significant digits: 3840.4321 images a second would read 3.84e+3."""
-    figures = {"train/images_per_s": 3840.4321, "val/acc": 0.979, "train/loss_step": float("nan"), "big": float("inf"), "v_num": 0}
+    figures = {"train/images_per_s": 3840.4321, "val/acc": 0.979, "train/loss_step": float("nan"), "big": float("inf"), "v_num": 0,
+               "almost": 999.8123}
     monkeypatch.setattr(TQDMProgressBar, "get_metrics", lambda self, trainer, module: dict(figures))
     shown = ProgressBar().get_metrics(None, None)
     assert shown["train/images_per_s"] == 3840 and Tqdm.format_num(shown["train/images_per_s"]) == "3840"
     assert Tqdm.format_num(figures["train/images_per_s"]) == "3.84e+3"  # what Lightning's bar would show
     assert shown["val/acc"] == 0.979 and shown["big"] == float("inf") and shown["train/loss_step"] != shown["train/loss_step"]
+    assert Tqdm.format_num(figures["almost"]) == "1e+3" and Tqdm.format_num(shown["almost"]) == "1000"
 
 
 def test_switching_off_checkpoints_or_the_logger_drops_the_configured_callbacks_that_need_them(capsys):
@@ -386,6 +388,15 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     assert f"step {timed.trainer.global_step}, its trainer.max_time used up." in out and timed.trainer.current_epoch < 99
     last = f"{timed.trainer.log_dir}/checkpoints/last.ckpt"
     assert f"--ckpt_path {last} --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" in out
+
+
+def test_a_fit_resumed_part_way_through_an_epoch_that_trains_is_not_called_one_with_nothing_to_train(capsys):
+    # last.ckpt every 20 steps: stopped at step 25, it holds step 20, part way through the first epoch.
+    with pytest.raises(SystemExit, match="refused at step 25"):
+        cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.callbacks+=tests.killer.RefuseAtStep", "--trainer.callbacks.step=25")
+    resumed = cli("digits", "fit", "--trainer.max_epochs", "1", "--ckpt_path", "last")  # the rest of epoch 0 only
+    assert resumed.trainer.global_step > 20 and resumed.trainer.current_epoch == 1
+    assert "Nothing to train" not in capsys.readouterr().out
 
 
 def test_evaluating_on_another_draw_of_the_validation_split_is_refused():
