@@ -346,12 +346,16 @@ def checkpoint_facts(path: str) -> dict:
     except Exception:
         try:  # mmap reads only the zip format: a file of torch's older format reads whole, and any other fails as it is
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling, truncation, not a checkpoint at all: the same to the user
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no reason given"
-            raise ConfigError(
-                f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason}). A file cut short (a copy or "
-                "download interrupted) or another kind of file: give a run's last.ckpt or best-*.ckpt."
-            ) from exc
+        except Exception as exc:  # unpickling, truncation, not a checkpoint at all
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's message carries terminal colour codes
+            lines = [line.strip() for line in text.splitlines() if line.strip()] or ["no reason given"]
+            advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+            reason = next((line for line in lines if not line.startswith(advice)), lines[0])  # torch's own reason
+            if "GLOBAL" in reason:  # torch's weights_only check refused an object the file names
+                why = "it holds objects that loading would run code for; this project's checkpoints hold tensors and plain values only"
+            else:
+                why = "a file cut short (a copy or download interrupted) or another kind of file: give a run's last.ckpt or best-*.ckpt"
+            raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason[:300]}); {why}.") from exc
     facts = checkpoint.get("hyper_parameters", {})
     if facts.get("class_names") is None:
         raise ConfigError(f"{path}: this checkpoint records no class names; it was not written by this project.")
@@ -471,13 +475,14 @@ CLAIMED_RUNS: list[Path] = []  # the run folders this main() created
 def discard_refused_runs(error: BaseException) -> None:
     """A run refused before its first step (a setting found wrong as the trainer set up: validation off under early
     stopping, a schedule shorter than the run) leaves no run folder: its config.yaml and events file would list a run
-    that never trained among the real ones. Once the loop has started (Lightning's ``_run_stage``), it stays."""
+    that never trained among the real ones. Once a loop has started (Lightning's ``_run_stage``), or the fit is over
+    (a test after it, ``after_fit``), the folder stays, whatever stops the run."""
     chain, running = [], False
     while error is not None and error not in chain:
         chain.append(error)
         trace = error.__traceback__
         while trace is not None:
-            running |= trace.tb_frame.f_code.co_name == "_run_stage"
+            running |= trace.tb_frame.f_code.co_name in ("_run_stage", "after_fit")
             trace = trace.tb_next
         error = error.__cause__ or error.__context__
     for folder in [] if running else CLAIMED_RUNS:

@@ -231,6 +231,15 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
         cli("mask", "predict", "--data.predict_dir", str(junk), "--ckpt_path", "last")
 
 
+def test_a_fit_whose_test_after_it_is_refused_keeps_its_run_folder(mask_dir, tmp_path):
+    other = tmp_path / "other"
+    save_image(other / "bird" / "b.jpg", 1)  # a class the run did not train on: refused as the test sets up
+    with pytest.raises(SystemExit, match=r"classes \['bird'\] are not among the expected classes"):
+        cli("mask", "fit", "--data.data_dir", str(mask_dir), "--trainer.max_epochs", "1", "--trainer.enable_checkpointing",
+            "false", "--test_after_fit", "true", "--data.test_dir", str(other))
+    assert list(Path("lightning_logs/mask/version_0").glob("events.out.tfevents.*"))  # the trained epoch's logs stay
+
+
 def test_food11_predict_writes_the_kaggle_csv(food11_dir, capsys):
     data = ["--data.data_dir", str(food11_dir)]
     cli("food11", "fit", *data, "--trainer.max_epochs", "1", "--model.net.image_size", "32")
