@@ -1,5 +1,6 @@
 """Checkpoint files that are always whole: written beside their target, flushed to disk, then renamed."""
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -14,7 +15,11 @@ class CheckpointWriteError(RuntimeError):
 
 
 def current_umask() -> int:
-    """The process's file-creation mask, which only setting it reveals (set back at once)."""
+    """The process's file-creation mask: read from Linux's /proc, else by setting it and setting it back (a file
+    another thread creates in between would get the mask set there)."""
+    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -37,7 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 stale.unlink(missing_ok=True)
             handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
             try:
-                os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's 0600 would make the checkpoint private
+                with contextlib.suppress(OSError):  # a file system without permissions (FAT) sets them by its mount
+                    os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's 0600 would make the checkpoint private
                 with os.fdopen(handle, "wb") as file:
                     torch.save(checkpoint, file)
                     file.flush()
