@@ -230,10 +230,11 @@ class ClassifierModule(L.LightningModule):
         per_batch = needs_budget or isinstance(scheduler, PER_BATCH_SCHEDULERS)
         budget = getattr(scheduler, "total_steps", None)
         if per_batch and budget is not None and budget < (steps := self.trainer.estimated_stepping_batches) != float("inf"):
+            length = "trainer.max_steps" if self.trainer.max_steps == steps else "max_epochs x steps an epoch"
             raise ConfigError(
-                f"model.scheduler plans {budget} steps and this run takes {steps:.0f} (max_epochs x steps an epoch): it "
-                "would fail part way. Leave out total_steps (and epochs, steps_per_epoch): the run's own budget is "
-                f"filled in, or give --trainer.max_steps {budget}."
+                f"model.scheduler plans {budget} steps and this run takes {steps:.0f} ({length}): it would fail part way. "
+                "Leave out total_steps (and epochs, steps_per_epoch): the run's own budget is filled in, or give "
+                f"--trainer.max_steps {budget}."
             )
         if isinstance(scheduler, ReduceLROnPlateau):
             wants_max = self.hparams.scheduler_monitor.endswith("acc")

@@ -23,6 +23,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 import cli as cli_module
 from cli import check_network_takes_the_data, keep_freed_memory, main, skip_absent_nvml
 from datamodules import MNIST, Digits
+from datamodules.base import report_skipped
 from datamodules.errors import DataWarning
 from modules import ClassifierModule
 from modules.callbacks import ProgressBar
@@ -339,7 +340,7 @@ def test_optimizer_and_scheduler_are_config_choices(choice):
 
 
 def test_scheduler_budget_shorter_than_the_run_is_refused_before_it_starts():
-    with pytest.raises(SystemExit, match=r"model.scheduler plans 5 steps and this run takes 6 .*: it would fail part way"):
+    with pytest.raises(SystemExit, match=r"model.scheduler plans 5 steps and this run takes 6 \(max_epochs x steps an epoch\): it would fail part way"):
         cli("digits", "fit", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--model.scheduler",
             "torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr", "0.01", "--model.scheduler.total_steps", "5")
 
@@ -548,6 +549,8 @@ def test_a_run_refused_before_its_first_step_leaves_no_run_folder_and_one_refuse
 
 def test_data_warnings_show_as_their_message_alone_and_others_as_python_shows_them():
     assert warnings.formatwarning is cli_module.format_warning  # set as cli.py is imported
+    with pytest.warns(DataWarning, match="Skipped 1 unreadable"):  # what the data modules warn with
+        report_skipped(["photos/empty.jpg: empty file (0 bytes)."], Path("photos"))
     skipped = "Skipped 1 unreadable image file(s) in photos:\n  photos/empty.jpg: empty file (0 bytes)."
     assert warnings.formatwarning(skipped, DataWarning, "datamodules/base.py", 100, "rank_zero_warn(...)") == f"Warning: {skipped}\n"
     other = warnings.formatwarning("deprecated", UserWarning, "/site-packages/somelib.py", 7, "warn(...)")
