@@ -328,7 +328,9 @@ def check_writable(folder: Path, what: str, option: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ConfigError(f"cannot write {what} to {folder}: {exc.strerror or exc}. Choose a writable folder with {option}.") from exc
+        blocker = next((p for p in (folder, *folder.parents) if p.is_file()), None)  # a file where a folder must be
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+        raise ConfigError(f"cannot write {what} to {folder}: {why}. Choose a writable folder with {option}.") from exc
 
 
 def checkpoint_facts(path: str) -> dict:

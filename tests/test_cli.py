@@ -244,7 +244,7 @@ def test_a_tilde_that_no_shell_expanded_means_home_in_every_path(tmp_path, monke
 
 def test_predictions_that_cannot_be_written_are_named_before_predicting(capsys):
     Path("a_file").write_text("")
-    with pytest.raises(SystemExit, match=r"cannot write predictions to a_file/sub: Not a directory\. .*--predictions.output"):
+    with pytest.raises(SystemExit, match=r"cannot write predictions to a_file/sub: a_file is a file, not a folder\. .*--predictions.output"):
         cli("digits", "predict", "--predictions.output", "a_file/sub/predictions.csv")
     assert "Predicting" not in capsys.readouterr().err  # stopped before the work
 
