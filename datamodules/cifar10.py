@@ -34,7 +34,8 @@ class CIFAR10(ImageClassificationDataModule):
         return not (self.data_dir / "cifar-10-batches-py").exists() and (self.data_dir / "train").is_dir()
 
     def expected_files(self) -> list[Path]:
-        return [self.data_dir / path for path in self.layouts()[1 if self.is_folder_layout else 0]]
+        pickles, folders = self.layouts()
+        return [self.data_dir / path for path in (folders if self.is_folder_layout else pickles)]
 
     def layouts(self) -> list[list[Path]]:
         folders = [Path(split, name) for split in ("train", "test") for name in self.class_names]

@@ -68,7 +68,8 @@ def label_images(root: Path, filename_pattern: str | None) -> tuple[list[Path], 
         return flat, classes
     if flat:
         raise DataError(
-            f"{root}: {len(flat)} image{'s lie' if len(flat) > 1 else ' lies'} directly in the folder (e.g. {flat[0].name}) instead of in class folders "
+            f"{root}: {len(flat)} image{'s lie' if len(flat) > 1 else ' lies'} directly in the folder (e.g. {flat[0].name}) "
+            "instead of in class folders "
             "<class>/<image>. Move them into one folder per class, or set data.filename_pattern to read labels from names."
         )
     class_dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]

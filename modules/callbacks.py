@@ -158,8 +158,10 @@ class RunSummary(L.Callback):
         else:
             more = f"--trainer.max_epochs N (N above {limit})"
             if steps:  # Lightning resumes a step budget from the end of an epoch wrongly (ClassifierModule refuses it)
-                more = f"--trainer.max_steps -1 --trainer.max_epochs N (N above {trainer.current_epoch}; Lightning resumes it counted in epochs only)"
-            lines.append(f"Train on:  {next_command(trainer, 'fit', '--ckpt_path', str(last_checkpoint(trainer) or 'last'))} {more}")
+                more = (f"--trainer.max_steps -1 --trainer.max_epochs N (N above {trainer.current_epoch}; Lightning resumes "
+                        "it counted in epochs only)")
+            resume = next_command(trainer, "fit", "--ckpt_path", str(last_checkpoint(trainer) or "last"))
+            lines.append(f"Train on:  {resume} {more}")
         return lines
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
