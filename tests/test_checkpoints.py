@@ -116,5 +116,5 @@ def test_unwritable_log_folder_is_named_before_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["cli.py"])
     (tmp_path / "a_file").write_text("not a folder")
-    with pytest.raises(SystemExit, match=r"cannot write logs and checkpoints to a_file/logs: Not a directory"):
+    with pytest.raises(SystemExit, match=r"cannot write logs and checkpoints to a_file/logs: a_file is a file, not a folder\. Choose a writable folder with --trainer.logger.init_args.save_dir"):
         main(["fit", "--config", str(ROOT / "configs" / "digits.yaml"), "--trainer.logger.init_args.save_dir", "a_file/logs"])
