@@ -203,13 +203,6 @@ class ClassifierCLI(LightningCLI):
         # Batches of one image in training (SyncBatchNorm normalises over every process's batch instead).
         one_image_batches = self.subcommand == "fit" and config.data.init_args.batch_size == 1 and not config.trainer.get("sync_batchnorm")
         check_network_takes_the_data(self.model, self.trained_shape, config.get("ckpt_path"), one_image_batches)
-        shape = tuple(self.model.hparams["input_shape"])
-        if self.trained_shape is not None and tuple(self.trained_shape) != shape:  # a network that adapts (global pooling)
-            rank_zero_only(print)(
-                f"Note: {config.ckpt_path} was trained on images of shape {tuple(self.trained_shape)}; this run gives it "
-                f"{shape} (channels, height, width). To use the size it was trained on: --data.image_size "
-                f"{self.trained_shape[-1]}."
-            )
 
 
 def check_the_task_is_given(args: list[str]) -> None:
@@ -371,9 +364,10 @@ def check_network_takes_the_data(
     """One blank forward at the data's input shape (eval mode, no gradients) before the run, so that a network that
     cannot take the data stops with what to change instead of a traceback in the sanity check: another network size
     than the data's (an MLP's in_features), a checkpoint of other images (fine where the network adapts, as with global
-    pooling), or, in batches of one image, a BatchNorm layer that would see a single value per channel (BatchNorm1d
-    after a Linear; BatchNorm2d normalises over pixels too) and stop at the first training step."""
+    pooling, and said), or, in batches of one image, a BatchNorm layer that would see a single value per channel
+    (BatchNorm1d after a Linear; BatchNorm2d normalises over pixels too) and stop at the first training step."""
     shape, single = tuple(model.hparams["input_shape"]), []
+    other_size = trained_shape is not None and tuple(trained_shape) != shape
 
     def record(layer: nn.Module, inputs: tuple[torch.Tensor, ...], _) -> None:
         if inputs[0].shape[2:].numel() == 1:  # (N, C) or (N, C, 1, 1): one value per channel and image
@@ -386,7 +380,7 @@ def check_network_takes_the_data(
         with torch.no_grad():
             model.eval()(blank_input(model, 1))  # eval mode: one image is enough, and half the work of two
     except RuntimeError as exc:
-        if trained_shape is not None and tuple(trained_shape) != shape:
+        if other_size:
             raise ConfigError(
                 f"{ckpt_path} was trained on images of shape {tuple(trained_shape)} (channels, height, width); its network "
                 f"cannot take this data's {shape} ({exc}). Use a checkpoint of this task and data, or the image size it "
@@ -405,6 +399,11 @@ def check_network_takes_the_data(
             f"batch_size=1: the network's {single[0]} normalises each channel over the batch, and a batch of one image "
             "gives it a single value per channel (training would stop at its first step). Use --data.batch_size 2 or "
             "more, or a network without BatchNorm."
+        )
+    if other_size:  # a network that adapts (global pooling) takes it
+        rank_zero_only(print)(
+            f"Note: {ckpt_path} was trained on images of shape {tuple(trained_shape)}; this run gives it {shape} (channels, "
+            f"height, width). To use the size it was trained on: --data.image_size {trained_shape[-1]}."
         )
 
 
@@ -474,19 +473,30 @@ def claim_run_folder(config) -> Path | None:
 CLAIMED_RUNS: list[Path] = []  # the run folders this main() created
 
 
+def causes(error: BaseException | None) -> list[BaseException]:
+    """``error`` and the errors it was raised from or during (jsonargparse wraps errors raised while instantiating)."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def frames(error: BaseException) -> list[Any]:
+    """The code of each frame ``error`` passed through, from the outermost to where it was raised."""
+    trace, codes = error.__traceback__, []
+    while trace is not None:
+        codes.append(trace.tb_frame.f_code)
+        trace = trace.tb_next
+    return codes
+
+
 def discard_refused_runs(error: BaseException) -> None:
     """A run refused before its first step (a setting found wrong as the trainer set up: validation off under early
     stopping, a schedule shorter than the run) leaves no run folder: its config.yaml and events file would list a run
     that never trained among the real ones. Once a loop has started (Lightning's ``_run_stage``), or the fit is over
     (a test after it, ``after_fit``), the folder stays, whatever stops the run."""
-    chain, running = [], False
-    while error is not None and error not in chain:
-        chain.append(error)
-        trace = error.__traceback__
-        while trace is not None:
-            running |= trace.tb_frame.f_code.co_name in ("_run_stage", "after_fit")
-            trace = trace.tb_next
-        error = error.__cause__ or error.__context__
+    running = any(code.co_name in ("_run_stage", "after_fit") for cause in causes(error) for code in frames(cause))
     for folder in [] if running else CLAIMED_RUNS:
         if folder.is_dir() and not any(folder.rglob("*.ckpt")):
             shutil.rmtree(folder, ignore_errors=True)
@@ -603,22 +613,15 @@ USER_ERRORS = (DataError, ConfigError, WeightsUnavailableError, CheckpointWriteE
 
 
 def user_error(error: BaseException | None) -> BaseException | None:
-    """The user-fixable error behind ``error``, if any: jsonargparse wraps errors raised while instantiating."""
-    while error is not None:
-        if isinstance(error, USER_ERRORS) or device_setting_refused(error):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    """The user-fixable error behind ``error``, if any."""
+    return next((cause for cause in causes(error) if isinstance(cause, USER_ERRORS) or device_setting_refused(cause)), None)
 
 
 def device_setting_refused(error: BaseException) -> bool:
     """Lightning refuses a device setting it cannot use (a misspelt ``accelerator`` or ``strategy`` name, FSDP on a CPU)
     with a plain ValueError that names the setting and the choices; raised by its accelerator connector."""
-    trace = error.__traceback__
-    while trace is not None and trace.tb_next is not None:
-        trace = trace.tb_next
-    where = Path(trace.tb_frame.f_code.co_filename) if trace is not None else Path()
-    return isinstance(error, ValueError) and where.parts[-3:] == ("trainer", "connectors", "accelerator_connector.py")
+    raised_in = Path(frames(error)[-1].co_filename) if error.__traceback__ is not None else Path()
+    return isinstance(error, ValueError) and raised_in.parts[-3:] == ("trainer", "connectors", "accelerator_connector.py")
 
 
 if __name__ == "__main__":
