@@ -3,12 +3,13 @@
 from pathlib import Path
 from typing import Literal
 
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from datamodules.base import ImageClassificationDataModule, report_skipped
+from datamodules.base import ImageClassificationDataModule
 from datamodules.errors import DataError
-from datamodules.image_folder import label_images, natural_key, read_labelled_folder
+from datamodules.image_folder import OnBadImage, label_images, natural_key, read_labelled_folder, report_skipped
 
 
 class ImageFolder(ImageClassificationDataModule):
@@ -34,16 +35,14 @@ class ImageFolder(ImageClassificationDataModule):
         train_dir: str = "train",
         val_dir: str | None = None,
         test_dir: str | None = None,
-        image_size: int = 224,
+        image_size: PositiveInt = 224,
         channels: Literal[1, 3] = 3,
         filename_pattern: str | None = None,
         classes: list[str] | None = None,
-        on_bad_image: Literal["skip", "fail"] = "skip",
+        on_bad_image: OnBadImage = "skip",
         cache_dir: str | None = None,
         **kwargs,
     ) -> None:
-        if image_size < 1:
-            raise DataError(f"image_size={image_size}: give the side, in pixels, that images are resized to.")
         self.image_shape = (channels, image_size, image_size)
         super().__init__(data_dir=data_dir, **kwargs)
 

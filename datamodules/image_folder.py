@@ -1,4 +1,5 @@
-"""Folders of image files: listing, labelling, decoding once into memory, and a duplicate-aware split.
+"""Folders of image files: listing, labelling, decoding once into memory (or a disk cache), skipping unreadable
+files and saying so, and each file's content hash, so the split keeps identical files on one side.
 
 Every folder dataset uses this: CIFAR-10's folder layout, the face masks, Food-11, cats vs dogs, any
 folder a user brings, and ``predict`` on a folder of photos.
@@ -12,19 +13,22 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
-from datamodules.errors import DataError
+from datamodules.errors import DataError, DataNotFoundError, DataWarning
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+OnBadImage = Literal["skip", "fail"]  # an unreadable file: left out and listed (report_skipped), or the run stops
 
 
 def natural_key(name: str) -> tuple:
@@ -102,7 +106,7 @@ def load_image(data: bytes, path: Path, mode: str, size: int | None) -> Tensor:
 
 
 def read_images(
-    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str, out: Tensor | None = None
+    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: OnBadImage, out: Tensor | None = None
 ) -> tuple[Tensor, list[int], list[str], list[str]]:
     """Decode ``paths`` into one uint8 tensor (``out``, e.g. a memory-mapped file, or a new one). Returns the
     filled part, the indices of the paths kept, their content hashes, and one line per unreadable file
@@ -128,7 +132,31 @@ def read_images(
     return images[: len(kept)], kept, hashes, problems
 
 
-def build_cache(entry: Path, paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str) -> None:
+def report_skipped(problems: list[str], where: Path) -> None:
+    """The skip policy for unreadable image files: leave them out, and say which and why."""
+    if problems:
+        lines = "\n  ".join(problems)
+        rank_zero_warn(f"Skipped {len(problems)} unreadable image file(s) in {where}:\n  {lines}", category=DataWarning)
+
+
+def read_predict_dir(folder: Path, image_shape: tuple[int, int, int]) -> tuple[Tensor, list[Path], list[int]]:
+    """A folder of image files (any layout), or one image file, to predict on: the readable images resized to
+    ``image_shape``, every image file's path, and the positions of those read (unreadable ones are skipped, and said)."""
+    if not folder.exists():
+        raise DataNotFoundError(
+            f"predict_dir {folder}: no such folder or file. Point --data.predict_dir at a folder of images, or one image."
+        )
+    paths = [folder] if folder.is_file() else list_images(folder)
+    if not paths:
+        raise DataError(f"predict_dir {folder}: no image files in it.")
+    images, kept, _, problems = read_images(paths, image_shape, resize=True, on_bad_image="skip")
+    if not kept:
+        raise DataError(f"predict_dir {folder}: none of its {len(paths)} image files could be read:\n  " + "\n  ".join(problems))
+    report_skipped(problems, folder)
+    return images, paths, kept
+
+
+def build_cache(entry: Path, paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: OnBadImage) -> None:
     """Decode ``paths`` into ``entry.npy`` (memory-mapped) and ``entry.json`` (kept files, hashes, problems).
     Whole files only: an interrupted build leaves no half cache behind, and a failed one gives its space back."""
     partial = entry.with_suffix(".npy.partial")
@@ -162,7 +190,7 @@ def remove_other_versions(entry: Path) -> None:
 
 
 def cached_read_images(
-    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: str, cache_dir: Path | None
+    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: OnBadImage, cache_dir: Path | None
 ) -> tuple[Tensor, list[int], list[str], list[str]]:
     """``read_images``, through a disk cache when ``cache_dir`` is set: the decoded images are written once
     into a memory-mapped ``.npy`` and later runs map it instead of decoding. The cache key covers every
@@ -202,7 +230,7 @@ def read_labelled_folder(
     image_shape: tuple[int, int, int],
     filename_pattern: str | None = None,
     resize: bool = True,
-    on_bad_image: str = "skip",
+    on_bad_image: OnBadImage = "skip",
     cache_dir: Path | None = None,
 ) -> tuple[Tensor, Tensor, list[str], list[str]]:
     """Images and labels of one labelled split folder, the files' content hashes, and the unreadable files."""

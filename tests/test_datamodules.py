@@ -1,15 +1,21 @@
 """Each DataModule reads its real on-disk format into correctly shaped, correctly labelled batches."""
 
+import sys
 from pathlib import Path
 
 import kornia.augmentation as K
 import pytest
 import torch
+import yaml
+from jsonargparse import ArgumentParser
 from lightning.pytorch.plugins.precision import Precision
 from torchvision.transforms import v2
 
+from cli import main
 from datamodules import CIFAR10, MNIST, SVHN, DataError, DataNotFoundError, Digits
 from tests.conftest import N_TEST, N_TRAIN, label_of
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def first_batch(dm, loader):
@@ -193,20 +199,41 @@ def test_undecodable_image_is_named(cifar_folder_dir: Path):
         CIFAR10(data_dir=str(cifar_folder_dir), download=False).setup("fit")
 
 
-def test_val_split_must_be_a_fraction():
-    with pytest.raises(DataError, match="val_split"):
-        Digits(val_split=1.5)
-
-
 def test_val_split_must_leave_training_images():
     with pytest.raises(DataError, match=r"val_split=5000 takes all 1438 training images for validation\. Leave some"):
         Digits(val_split=5000).setup("fit")
 
 
-@pytest.mark.parametrize(("batch_size", "num_workers"), [(0, 0), (-3, 0), (8, -1)])
-def test_loader_settings_must_be_possible(batch_size, num_workers):
-    with pytest.raises(DataError, match=f"batch_size={batch_size}, num_workers={num_workers}: give at least 1 image"):
-        Digits(batch_size=batch_size, num_workers=num_workers)
+@pytest.mark.parametrize(
+    ("config", "option", "value"),
+    [
+        ("digits", "val_split", "1.5"),  # neither a fraction below 1 nor a whole number of images
+        ("digits", "val_split", "0"),
+        ("digits", "batch_size", "0"),
+        ("digits", "batch_size", "-3"),
+        ("digits", "num_workers", "-1"),
+        ("mask", "image_size", "0"),
+        ("mask", "on_bad_image", "ignore"),
+    ],
+)
+def test_the_parser_refuses_impossible_settings_and_names_them(config, option, value, capsys, monkeypatch):
+    """The limits are types in the signatures (PositiveInt, OpenUnitInterval...): the parser checks them before
+    anything is built, and ``--help`` shows them."""
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / f"{config}.yaml"), f"--data.{option}", value])
+    refused = capsys.readouterr().err
+    assert f'Parser key "{option}"' in refused and value in refused
+
+
+def test_val_split_is_a_fraction_or_a_whole_number_of_images_and_keeps_its_value_through_the_parser():
+    """LightningCLI builds a DataModule's hparams, and the run's config.yaml, from the parser's dump of its settings:
+    a fraction must come back the same (in a union with PositiveInt first, jsonargparse would dump 0.25 as 0)."""
+    parser = ArgumentParser()
+    parser.add_class_arguments(Digits)
+    for value in ("0.25", "100"):
+        parsed = parser.parse_args(["--val_split", value])
+        assert parsed.val_split == yaml.safe_load(parser.dump(parsed))["val_split"] == float(value)
 
 
 @pytest.mark.parametrize(("batch_size", "batches"), [(3, 431), (32, 41)])  # 1,294 training images: 431 x 3 + 1

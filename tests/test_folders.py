@@ -14,8 +14,8 @@ from PIL import Image
 
 from cli import main
 from datamodules import CatsDogs, DataError, FaceMask, Food11, ImageFolder
-from datamodules.base import grouped_split
 from datamodules.image_folder import label_images
+from datamodules.split import grouped_split
 from tests.conftest import MASK_GOOD, label_of_folder_image, save_image
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -187,6 +187,7 @@ def test_catdog_reads_the_filtered_and_the_kaggle_layouts(catdog_filtered_dir, c
         assert label_of_folder_image(image.float() / 255) == label
 
 
+@pytest.mark.slow
 def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys):
     data = ["--data.data_dir", str(mask_dir)]
     cli("mask", "fit", *data, "--trainer.max_epochs", "1", "--model.net.width", "0.25")
@@ -231,6 +232,7 @@ def test_mask_task_end_to_end_and_predict_any_folder(mask_dir, tmp_path, capsys)
         cli("mask", "predict", "--data.predict_dir", str(junk), "--ckpt_path", "last")
 
 
+@pytest.mark.slow
 def test_a_fit_whose_test_after_it_is_refused_keeps_its_run_folder(mask_dir, tmp_path):
     other = tmp_path / "other"
     save_image(other / "bird" / "b.jpg", 1)  # a class the run did not train on: refused as the test sets up
@@ -240,6 +242,7 @@ def test_a_fit_whose_test_after_it_is_refused_keeps_its_run_folder(mask_dir, tmp
     assert list(Path("lightning_logs/mask/version_0").glob("events.out.tfevents.*"))  # the trained epoch's logs stay
 
 
+@pytest.mark.slow
 def test_food11_predict_writes_the_kaggle_csv(food11_dir, capsys):
     data = ["--data.data_dir", str(food11_dir)]
     cli("food11", "fit", *data, "--trainer.max_epochs", "1", "--model.net.image_size", "32")
@@ -265,6 +268,7 @@ def test_split_folder_without_one_readable_image_is_named(catdog_filtered_dir):
         with pytest.warns(UserWarning, match="empty file"):
             data.setup("fit")
 
+@pytest.mark.slow
 def test_checkpoint_from_other_classes_is_refused(mask_dir, catdog_filtered_dir):
     cli("mask", "fit", "--data.data_dir", str(mask_dir), "--trainer.max_epochs", "1", "--model.net.width", "0.25")
     ckpt = "lightning_logs/mask/version_0/checkpoints/last.ckpt"
@@ -309,124 +313,6 @@ def test_symlinked_class_folders_and_subfolders_are_read_and_a_link_loop_ends(tm
         ("cats/cat.0.jpg", "cats"), ("cats/extra/cat.9.jpg", "cats"), ("dogs/dog.0.jpg", "dogs")]
 
 
-def test_disk_cache_is_built_once_reused_and_rebuilt_on_change(mask_dir, tmp_path, monkeypatch):
-    import datamodules.image_folder as reader
-
-    cache = tmp_path / "cache"
-    (mask_dir / "image" / "mask" / "bad.jpg").write_bytes(b"")
-    first = mask_module(mask_dir, cache_dir=str(cache))
-    with pytest.warns(UserWarning, match="bad.jpg: empty file"):
-        first.setup("fit")
-    assert len(list(cache.glob("*.npy"))) == 1 and len(list(cache.glob("*.json"))) == 1
-
-    decoded = []
-    original = reader.read_images
-    monkeypatch.setattr(reader, "read_images", lambda *a, **k: decoded.append(1) or original(*a, **k))
-    again = mask_module(mask_dir, cache_dir=str(cache))
-    with pytest.warns(UserWarning, match="bad.jpg: empty file"):  # the skip report survives the cache
-        again.setup("fit")
-    assert decoded == []  # mapped from disk, nothing decoded
-    assert torch.equal(again.train_set.images, first.train_set.images)
-    assert torch.equal(again.val_set.labels, first.val_set.labels)
-    with pytest.raises(DataError, match="bad.jpg: empty file"):  # 'fail' stops at it, cached or not
-        mask_module(mask_dir, cache_dir=str(cache), on_bad_image="fail").setup("fit")
-
-    save_image(mask_dir / "image" / "mask" / "m3.jpg", 0, size=50)  # a file changed
-    changed = mask_module(mask_dir, cache_dir=str(cache))
-    with pytest.warns(UserWarning):
-        changed.setup("fit")
-    assert decoded == [1] and len(list(cache.glob("*.npy"))) == 1  # rebuilt, the stale copy removed
-
-    resized = FaceMask(data_dir=str(mask_dir), train_dir="image", image_size=16, cache_dir=str(cache))
-    with pytest.warns(UserWarning):
-        resized.setup("fit")
-    assert decoded == [1, 1] and resized.train_set.images.shape[1:] == (3, 16, 16)
-
-
-def test_cache_is_filled_by_prepare_data_so_every_ddp_process_only_maps_it(mask_dir, tmp_path, monkeypatch):
-    import datamodules.image_folder as reader
-
-    cache = tmp_path / "cache"
-    mask_module(mask_dir, cache_dir=str(cache)).prepare_data()  # Lightning: one process per machine
-    assert len(list(cache.glob("*.npy"))) == 1 and not list(cache.glob("*.partial*"))
-    decoded = []
-    original = reader.read_images
-    monkeypatch.setattr(reader, "read_images", lambda *a, **k: decoded.append(1) or original(*a, **k))
-    for _ in range(2):  # then every process's setup
-        mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
-    assert decoded == []
-
-
-def test_two_runs_building_one_cache_at_once_decode_it_once(mask_dir, tmp_path, monkeypatch):
-    import threading
-    import time
-
-    import datamodules.image_folder as reader
-
-    decoded = []
-    original = reader.read_images
-
-    def slow_read(*args, **kwargs):  # a build long enough for the second run to arrive in the middle of it
-        decoded.append(1)
-        time.sleep(0.5)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(reader, "read_images", slow_read)
-    runs = [mask_module(mask_dir, cache_dir=str(tmp_path / "cache")) for _ in range(2)]
-    threads = [threading.Thread(target=run.setup, args=("fit",)) for run in runs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert decoded == [1]  # the second waited for the first's build, then mapped it
-    assert torch.equal(runs[0].train_set.images, runs[1].train_set.images)
-
-
-def test_cache_that_cannot_be_written_is_named_and_leaves_no_partial_file(mask_dir, tmp_path, monkeypatch):
-    import errno
-
-    import datamodules.image_folder as reader
-
-    (tmp_path / "a_file").write_text("")
-    with pytest.raises(DataError, match=r"image cache in .*a_file/cache: .*Not a directory.*--data.cache_dir"):
-        mask_module(mask_dir, cache_dir=str(tmp_path / "a_file" / "cache")).setup("fit")
-
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(reader, "read_images", disk_full)
-    with pytest.raises(DataError, match=r"No space left on device\. Choose a writable --data.cache_dir with room"):
-        mask_module(mask_dir, cache_dir=str(tmp_path / "cache")).setup("fit")
-    assert not list((tmp_path / "cache").glob("*.partial"))  # the half-built cache gave its space back
-
-
-def test_a_build_cut_short_leaves_no_partial_file_and_the_next_build_clears_what_a_killed_one_left(mask_dir, tmp_path, monkeypatch):
-    from filelock import FileLock
-
-    import datamodules.image_folder as reader
-
-    cache, original = tmp_path / "cache", reader.read_images
-
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(reader, "read_images", ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
-    assert not list(cache.glob("*.partial"))  # the half-built cache gave its space back
-    monkeypatch.setattr(reader, "read_images", original)
-    mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
-    folder = next(cache.glob("*.npy")).name.split("-")[0]
-    # A build SIGKILLed earlier, for other files; another run's build of another image size, in progress.
-    (cache / f"{folder}-0000000000killed.npy.partial").write_bytes(bytes(1000))
-    (cache / f"{folder}-00000000building.npy.partial").write_bytes(bytes(1000))
-    with FileLock(cache / f"{folder}-00000000building.lock"):
-        save_image(mask_dir / "image" / "mask" / "m3.jpg", 0, size=50)  # a file changed: a new build
-        mask_module(mask_dir, cache_dir=str(cache)).setup("fit")
-    left = sorted(p.name.removeprefix(f"{folder}-") for p in cache.iterdir() if not p.name.endswith(".lock"))
-    assert len(left) == 3 and left[0] == "00000000building.npy.partial"  # and the new build's .npy and .json
-
-
 def test_an_augment_that_crops_to_another_size_than_the_images_is_refused_in_training_with_the_size_to_give(mask_dir):
     from kornia.augmentation import RandomResizedCrop
 
@@ -437,11 +323,6 @@ def test_an_augment_that_crops_to_another_size_than_the_images_is_refused_in_tra
     tested = mask_module(mask_dir, augment=[RandomResizedCrop(size=(40, 40))])  # augment runs in training only:
     tested.setup("test")  # another image size for a test (a task config's training crop) is no reason to refuse it
     assert tested.input_shape == (3, 32, 32) and len(tested.test_set) > 0
-
-
-def test_image_size_must_be_positive(mask_dir):
-    with pytest.raises(DataError, match="image_size=0: give the side, in pixels"):
-        FaceMask(data_dir=str(mask_dir), train_dir="image", image_size=0)
 
 
 def test_exif_rotation_is_applied(tmp_path):

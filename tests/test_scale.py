@@ -15,7 +15,7 @@ import torch
 
 from cli import main
 from datamodules import DataError, Digits
-from datamodules.base import InMemoryImages
+from datamodules.in_memory import InMemoryImages
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "digits.yaml")
@@ -56,6 +56,7 @@ def ddp_fit(tmp_path_factory) -> tuple[Path, str]:
     return folder / "logs" / "digits" / "version_0", output
 
 
+@pytest.mark.slow
 def test_two_process_fit_validate_test_and_predict_match_one_process(ddp_fit, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["cli.py"])
     run, output = ddp_fit
@@ -84,6 +85,7 @@ def test_two_process_fit_validate_test_and_predict_match_one_process(ddp_fit, tm
     assert one == two and len(one) == 1 + 359 and [row[0] for row in one[1:]] == [str(i) for i in range(359)]
 
 
+@pytest.mark.slow
 def test_two_process_run_killed_mid_epoch_resumes_like_an_uninterrupted_one(ddp_fit, tmp_path):
     # last.ckpt every 20 steps: both processes die at step 41, 20 steps into epoch 2; the resume starts from
     # step 40, and each process must skip exactly the first 19 batches of its own share.
@@ -101,6 +103,7 @@ def test_two_process_run_killed_mid_epoch_resumes_like_an_uninterrupted_one(ddp_
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+@pytest.mark.slow
 def test_two_process_transfer_learning_keeps_one_model_after_the_backbone_is_unfrozen(catdog_filtered_dir, tmp_path):
     # DDP synchronises only what was trainable when it wrapped the model: without wrapping it again at the
     # unfreeze, each process would go on training its own backbone (Lightning issue #20340).
