@@ -1,28 +1,18 @@
 """Side by side, in one run on one machine: the course's plain PyTorch loop against ``cli.py``.
 
     python benchmarks/compare.py --data-dir PATH/TO/mnist
-
 (a) ``benchmarks/course_loop.py``: the loop as the course notebooks write it (per-sample PIL transforms,
     test accuracy after every epoch), with the network, epochs and seed of ``configs/mnist.yaml``.
 (b) ``cli.py fit --config configs/mnist.yaml --test_after_fit true``: training, validation, checkpoints,
     TensorBoard pictures and the test of the best checkpoint, in one process.
-Each runs in its own process, timed from process start: to the moment its best test accuracy is printed
-(for (a) its best epoch's, for (b) the final test's), and to its exit. Printed for both: those times,
-training images per second, peak memory and test accuracy, with the ratio b/a. Peak memory is the max RSS
-up to the end of the work (peak_rss.py: the interpreter's teardown, which faults in a varying 70-120 MiB of
-library code, is left out), and that minus "runtime + model": a child process that imports the same libraries
-and trains the same network on one synthetic batch, without any dataset.
+Each in its own process, timed from its start to its best test accuracy printed and to its exit; printed for both
+with the ratio b/a: those times, images a second, test accuracy and peak RSS (peak_rss.py, without the teardown),
+also less "runtime + model" (a child importing the same libraries and training the network on a synthetic batch).
 
-(c) Lightning's overhead: the same network, optimizer, batches, device-side transforms and per-step metric
-updates, trained by a bare ``Trainer.fit`` and by a hand-written loop that takes one step after each of
-Lightning's (a callback), so both meet the same moments of a noisy machine. Lightning's step is the time
-between two of its ``on_train_batch_start`` hooks less the hand step inside.
-(d) The same, with Lightning's trainer and model exactly as configs/mnist.yaml builds them (checkpoints,
-logger, progress bar, pictures, gradient clipping, the OneCycle schedule): what a real run pays per step
-for those features on top of (c).
-(e) Lightning's own per-step code, with a near-zero network so that kernels do not bury it in noise: a bare
-``Trainer`` and a hand loop interleaved as in (c), in blocks of 100 steps that alternate how ClassifierModule
-stores Lightning's hook bookkeeping (a plain attribute, or nn.Module's ``__setattr__``).
+(c) Lightning's overhead: the same network, optimizer, batches, transforms and metric updates, trained by a bare
+``Trainer.fit`` and by a hand loop stepping after each of Lightning's steps (a callback), so both meet the same
+moments of a noisy machine. (d) The same with the trainer and model as configs/mnist.yaml builds them: what a
+real run pays for its features. (e) Lightning's own per-step code, on a near-zero network, interleaved as in (c).
 """
 
 import argparse
@@ -43,7 +33,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
-BLOCK = 100  # (e): steps per block of one setattr variant
+WARMUP = 200  # (e): first steps left out
 
 
 def run(script: list[str], log: Path) -> tuple[float, float, list[tuple[float, str]]]:
@@ -68,12 +58,13 @@ def run(script: list[str], log: Path) -> tuple[float, float, list[tuple[float, s
 
 
 def mnist_recipe() -> dict:
-    """The settings configs/mnist.yaml trains with, so the comparison follows the config."""
-    config = yaml.safe_load((ROOT / "configs" / "mnist.yaml").read_text())
+    """The settings configs/mnist.yaml trains with (over configs/defaults.yaml), so the comparison follows the config."""
+    defaults, config = (yaml.safe_load((ROOT / "configs" / name).read_text()) for name in ("defaults.yaml", "mnist.yaml"))
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     return {
         "channels": model["net"]["init_args"]["channels"], "lr": model["optimizer"]["init_args"]["lr"],
-        "batch_size": data["batch_size"], "epochs": config["trainer"]["max_epochs"], "seed": config["seed_everything"],
+        "batch_size": data["batch_size"], "epochs": config["trainer"]["max_epochs"],
+        "seed": config.get("seed_everything", defaults["seed_everything"]),
     }
 
 
@@ -171,12 +162,11 @@ def overhead(data_dir: str, recipe: dict, logs: Path, as_configured: bool, epoch
     }
 
 
-def lightning_code(steps: int) -> dict[str, tuple[float, float]]:
+def lightning_code(steps: int) -> tuple[float, float]:
     """(e): Lightning's own per-step code, which a real network's kernels bury in this machine's noise. The network
     is one Linear layer on 4 numbers in batches of 2, so a step is little but the code around it; a bare Trainer and
-    a hand loop interleave as in (c). Blocks of BLOCK steps alternate ClassifierModule's plain-attribute path for
-    Lightning's hook bookkeeping (``_current_fx_name``) with nn.Module's own ``__setattr__``. Returns the mean
-    microseconds per step, Lightning's and the hand loop's, for each variant (the first 2 blocks left out)."""
+    a hand loop interleave as in (c). Returns the mean microseconds per step, Lightning's and the hand loop's (the
+    first WARMUP steps left out)."""
     import lightning as L
     import torch
     from torch import nn
@@ -189,9 +179,7 @@ def lightning_code(steps: int) -> dict[str, tuple[float, float]]:
         model = ClassifierModule(net=partial(nn.Linear, 4), class_names=[str(c) for c in range(10)], channels_last=False)
         return model, DataLoader(data, batch_size=2)
 
-    plain_path = ClassifierModule.__setattr__
-    variants = {"plain attribute": plain_path, "nn.Module.__setattr__": nn.Module.__setattr__}
-    totals = {name: [0.0, 0.0, 0] for name in variants}
+    totals = [0.0, 0.0, 0]  # Lightning's seconds, the hand loop's, steps
 
     class HandLoop(L.Callback):
         def __init__(self) -> None:
@@ -201,13 +189,10 @@ def lightning_code(steps: int) -> dict[str, tuple[float, float]]:
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             now = time.perf_counter()
-            if self.mark is not None and batch_idx > 2 * BLOCK:
-                total = totals[self.variant]
-                total[0] += now - self.mark - self.hand_s
-                total[1] += self.hand_s
-                total[2] += 1
-            self.variant = list(variants)[(batch_idx // BLOCK) % 2]
-            ClassifierModule.__setattr__ = variants[self.variant]
+            if self.mark is not None and batch_idx > WARMUP:
+                totals[0] += now - self.mark - self.hand_s
+                totals[1] += self.hand_s
+                totals[2] += 1
             self.mark = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -220,13 +205,11 @@ def lightning_code(steps: int) -> dict[str, tuple[float, float]]:
         max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, log_every_n_steps=0, callbacks=[HandLoop()],
     )
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
-            trainer.fit(model, train_dataloaders=loader)
-    finally:
-        ClassifierModule.__setattr__ = plain_path
-    return {name: (1e6 * light / n, 1e6 * hand / n) for name, (light, hand, n) in totals.items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
+        trainer.fit(model, train_dataloaders=loader)
+    light, hand, n = totals
+    return 1e6 * light / n, 1e6 * hand / n
 
 
 def held_mib(data_dir: str, recipe: dict) -> float:
@@ -319,9 +302,9 @@ def main() -> None:
     # (c)-(e) run in this process: with the settings every cli.py run has, or each step would fault its activations
     # in again (9 million page faults in (c)'s 3 epochs here, steps of 40-50 ms instead of 25), and both sides'
     # Adam would try to load the NVIDIA driver's library at every step, a cost Lightning's import adds to the hand loop.
-    import cli
+    from modules.process import tune_the_process
 
-    cli.tune_the_process()
+    tune_the_process()
     print("(c) Lightning's overhead: 3 epochs of a bare Trainer, a hand loop taking a step after each of its steps ...", flush=True)
     c = overhead(args.data_dir, recipe, logs / "overhead_runs", as_configured=False)
     print(f"(d) the same with the trainer and model as configs/mnist.yaml builds them (its output: {logs / 'overhead_runs'}) ...", flush=True)
@@ -354,12 +337,9 @@ def main() -> None:
         later = o["per_epoch"][1:]
         light, own = sum(e[0] for e in later), sum(e[1] for e in later)
         print(f"  epochs 2-{len(o['per_epoch'])}: {100 * (light / own - 1):+.1f}% ({1000 * (light - own) / sum(e[2] for e in later):+.2f} ms a step)")
-    print(f"\n(e) Lightning's own per-step code, near-zero network, {args.code_steps} steps in blocks of {BLOCK} alternating "
-          "how the module stores Lightning's hook bookkeeping (_current_fx_name):")
-    for name, (light, hand) in code.items():
-        print(f"  {name:24} Lightning step {light:6.0f} us, hand step {hand:6.0f} us: Lightning's code {light - hand:+5.0f} us")
-    (plain, _), (module, _) = code.values()
-    print(f"  the plain attribute (ClassifierModule) saves {module - plain:.0f} us a step")
+    light, hand = code
+    print(f"\n(e) Lightning's own per-step code, near-zero network, {args.code_steps} steps: Lightning step {light:.0f} us, "
+          f"hand step {hand:.0f} us: Lightning's code {light - hand:+.0f} us")
     print(f"\nData loading (index the uint8 tensor, to float, transforms): {c['loading_s']:.2f} s of the hand loop's "
           f"{c['hand_s']:.2f} s = {100 * c['loading_s'] / c['hand_s']:.1f}%")
     held = held_mib(args.data_dir, recipe)

@@ -83,17 +83,6 @@ class ClassifierModule(L.LightningModule):
             # Kept outside the module registry: checkpoints hold the plain network's weights either way.
             self.__dict__["_compiled"] = torch.compile(self.net)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning records the hook it is running in _current_fx_name, setting and restoring it about 44 times a
-        # training step. nn.Module's __setattr__ (which looks for parameters, buffers and submodules) takes 1.3 us a
-        # call here against 0.1 us for a plain attribute: a fifth of Lightning's own per-step code, measured by
-        # benchmarks/compare.py (e). The value is a hook's name or None, never a parameter, buffer or module, so
-        # nn.Module would store it the same way.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)

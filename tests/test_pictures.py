@@ -4,14 +4,17 @@ import csv
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cli import main
-from modules.pictures import image_grid, logged_epochs
+from modules.pictures import TensorBoardPictures, image_grid, logged_epochs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Raised inside Lightning 2.6 itself, not by this project (see pyproject.toml's filterwarnings).
@@ -67,6 +70,23 @@ def test_fit_and_test_write_scalars_pictures_and_hparams(mnist_dir):
     assert {"test/acc", "test/loss"} <= set(hparams_metrics(test_run))
 
 
+def test_a_picture_after_lightning_closed_the_event_file_reopens_it(tmp_path):
+    logger = TensorBoardLogger(tmp_path, name="run")
+    trainer = SimpleNamespace(logger=logger, loggers=[logger], global_step=3)
+    Path(logger.log_dir).mkdir(parents=True)  # a run's folder, made as its fit starts
+    pixels = np.full((4, 6, 3), 200, dtype=np.uint8)
+    pictures = TensorBoardPictures()
+    pictures._log_picture(trainer, "before", pixels)
+    logger.finalize("success")  # as Lightning does when a fit or test ends
+    assert logger.experiment.file_writer is None
+    pictures._log_picture(trainer, "after", pixels)
+    logger.experiment.flush()
+    run = events(Path(logger.log_dir))
+    assert run.Images("before")[0].encoded_image_string == Path(logger.log_dir, "before.png").read_bytes()
+    after = run.Images("after")[0]
+    assert (after.step, after.width, after.height) == (3, 6, 4) and Path(logger.log_dir, "after.png").is_file()
+
+
 def test_image_grid_places_every_image_pixel_for_pixel_under_its_caption():
     images = torch.stack([torch.full((1, 28, 28), 0.0), torch.full((1, 28, 28), 0.5)])
     images[1, :, 0, 0] = 1.0  # one bright corner pixel: the scaling repeats whole pixels
@@ -91,7 +111,7 @@ def test_a_normal_fit_prints_no_warnings(mnist_dir):
 def test_csv_logger_for_headless_use(mnist_dir, capsys):
     main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.batch_size", "8",
           "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
-          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+          "--trainer.logger", "modules.loggers.CSVLogger",
           "--trainer.logger.init_args.save_dir", "csv_logs", "--trainer.logger.init_args.name", "mnist",
           "--model.scheduler", "null"])  # MNIST's OneCycleLR spans the run: without it, the run can be resumed for more
     run = Path("csv_logs/mnist/version_0")
