@@ -32,6 +32,7 @@ io.save_checkpoint({"weights": torch.zeros(1000), "epoch": 2}, sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
     target = tmp_path / "checkpoints" / "last.ckpt"
     done = subprocess.run([sys.executable, "-c", DIES_HALFWAY, str(target)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

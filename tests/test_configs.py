@@ -79,6 +79,7 @@ def test_a_shared_callback_setting_is_one_option_away():
     assert len(run.trainer.checkpoint_callbacks) == 3  # best, last at each epoch's end, last mid-epoch
 
 
+@pytest.mark.slow
 def test_importing_cli_changes_no_global_state():
     """Warning filters, the warnings' format and the logging filters are main()'s to set, not an import's."""
     probe = ("import logging, warnings; before = (list(warnings.filters), warnings.formatwarning); import cli; "
@@ -208,6 +209,7 @@ def test_progress_bar_shows_figures_in_the_thousands_as_whole_numbers(monkeypatc
     assert Tqdm.format_num(figures["almost"]) == "1e+3" and Tqdm.format_num(shown["almost"]) == "1000"
 
 
+@pytest.mark.slow
 def test_switching_off_checkpoints_or_the_logger_drops_the_configured_callbacks_that_need_them(capsys):
     """Lightning refuses ModelCheckpoint without checkpointing and LearningRateMonitor without a logger."""
     common = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--test_after_fit", "true")

@@ -104,6 +104,7 @@ def test_checkpoint_of_another_task_names_both_class_lists(cifar_pickle_dir, mni
         cli("mnist", "test", "--ckpt_path", ckpt, data_dir=mnist_dir)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_image_shape_is_refused_where_its_network_cannot_take_it(mnist_dir):
     # digits and MNIST share class names ('0'-'9'); the digits MLP takes 8x8 images only.
     cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1")
@@ -127,6 +128,7 @@ def test_ckpt_alias_without_a_run_says_what_to_do():
         cli("digits", "test", "--ckpt_path", "best")
 
 
+@pytest.mark.slow
 def test_evaluating_on_another_draw_of_the_validation_split_is_refused():
     cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3")
     for other in (["--data.val_split", "0.2"], ["--data.seed", "7"]):

@@ -33,6 +33,7 @@ def faults(mode: str) -> int:
     return int(run.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_freed_memory_is_kept_for_reuse_unless_the_user_tunes_malloc(monkeypatch):
     default = faults("default")
     assert default > 5 * 5000  # glibc trims freed blocks off the heap: their pages fault in again (5,000 per 20 MiB)

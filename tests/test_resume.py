@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,7 @@ def fit(tmp_path: Path, logs: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     straight = fit(tmp_path, "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -43,6 +45,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
         assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_which_step_the_last_checkpoint_holds_and_how_to_resume(tmp_path):
     # digits: 41 steps an epoch, last.ckpt every 20 steps and at the epoch's end (step 41); Ctrl+C at step 50
     stopped = fit(tmp_path, "stopped", "--trainer.callbacks+=tests.killer.InterruptAtStep", "--trainer.callbacks.step=50")

@@ -14,6 +14,7 @@ from tests.runs import cli, run_in_tmp  # noqa: F401 (run_in_tmp: a fixture)
 
 pytestmark = pytest.mark.usefixtures("run_in_tmp")
 
+@pytest.mark.slow
 def test_resume_from_last_continues_where_it_stopped(capsys):
     common = ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1")
     cli("digits", "fit", "--trainer.max_epochs", "2", *common, logs="straight")
@@ -48,6 +49,7 @@ def test_resume_that_would_outgrow_a_whole_run_schedule_is_refused(mnist_dir):
     assert last.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(capsys):
     common = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
     cli("digits", "fit", *common)
@@ -88,6 +90,7 @@ def test_run_end_says_why_it_ended_and_a_finished_run_resumed_trains_nothing(cap
     assert f"--ckpt_path {last} --trainer.max_time DD:HH:MM:SS (longer: it counts the time already trained)" in out
 
 
+@pytest.mark.slow
 def test_a_fit_resumed_part_way_through_an_epoch_that_trains_is_not_called_one_with_nothing_to_train(capsys):
     # last.ckpt every 20 steps: stopped at step 25, it holds step 20, part way through the first epoch.
     with pytest.raises(SystemExit, match="refused at step 25"):
@@ -97,6 +100,7 @@ def test_a_fit_resumed_part_way_through_an_epoch_that_trains_is_not_called_one_w
     assert "Nothing to train" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_run_ended_by_its_step_budget_goes_on_counted_in_epochs(capsys):
     """Lightning resumes a step-counted run from an epoch's end wrongly (issue #19617; a step budget ends the epoch it
     stops in, after its validation): refused, with the form that works, which is also what the run's end suggests."""

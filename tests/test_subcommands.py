@@ -17,6 +17,7 @@ from tests.runs import cli, run_in_tmp  # noqa: F401 (run_in_tmp: a fixture)
 
 pytestmark = pytest.mark.usefixtures("run_in_tmp")
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASK_DATA)
 def test_fast_dev_run(task, request, caplog):
     run = cli(task, "fit", "--trainer.fast_dev_run", "true", data_dir=data_for(task, request))
@@ -72,6 +73,7 @@ def test_fit_validate_test_predict(task, request, capsys):
     assert all(row["true"] in fit.datamodule.class_names and 0 < float(row["probability"]) <= 1 for row in rows)
 
 
+@pytest.mark.slow
 def test_test_after_fit_tests_the_best_checkpoint_in_the_same_run(capsys):
     common = ("--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
     run = cli("digits", "fit", *common, "--test_after_fit", "true")
@@ -98,6 +100,7 @@ def test_running_loss_logging_can_be_switched_off():
     assert "train/loss_step" not in run.trainer.callback_metrics and "train/loss" in run.trainer.callback_metrics
 
 
+@pytest.mark.slow
 def test_epoch_metrics_are_whole_set_figures(mnist_dir):
     """test/loss and test/acc are means over every image however the batches fall (20 images in 8 + 8 + 4)."""
     cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
@@ -119,6 +122,7 @@ def test_predictions_that_cannot_be_written_are_named_before_predicting(capsys):
     assert "Predicting" not in capsys.readouterr().err  # stopped before the work
 
 
+@pytest.mark.slow
 def test_predictions_output_naming_a_folder_writes_predictions_csv_in_it(capsys):
     Path("results").mkdir()
     for folder in ("results", "new/"):  # an existing folder, or one to make
@@ -132,6 +136,7 @@ def test_evaluating_without_a_checkpoint_says_the_network_is_untrained(capsys):
     assert "No --ckpt_path: validate runs the network as the config builds it, untrained." in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ckpt_path_file_restores_the_trained_network(mnist_dir):
     cli("mnist", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", data_dir=mnist_dir)
     ckpt = next(Path("lightning_logs/mnist/version_0/checkpoints").glob("best-*.ckpt"))
@@ -140,6 +145,7 @@ def test_ckpt_path_file_restores_the_trained_network(mnist_dir):
     assert tested.model.net.classifier[1].out_features == 128
 
 
+@pytest.mark.slow
 def test_compile_switch_trains_and_keeps_plain_checkpoint_keys():
     run = cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--model.compile", "true")
     assert "_compiled" in run.model.__dict__ and run.trainer.global_step == 2
