@@ -21,8 +21,8 @@ with warnings.catch_warnings():
     from modules import ClassifierModule, callbacks
     from modules.checkpoint_io import CheckpointWriteError
     from modules.classifier import ConfigError
-    from modules.loggers import resume_in_place, run_folder
-    from modules.messages import SUBCOMMANDS, check_the_task_is_given, option_meant
+    from modules.loggers import resume_in_place, run_folder, run_name
+    from modules.messages import SUBCOMMANDS, causes, check_the_task_is_given, option_meant
     from modules.nets import WeightsUnavailableError
     from modules.pictures import TensorBoardPictures
     from modules.preflight import (check_network_takes_the_data, check_writable, checkpoint_facts, default_precision,
@@ -33,8 +33,8 @@ with warnings.catch_warnings():
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DEFAULTS = CONFIGS / "defaults.yaml"  # what every task shares, loaded before its own config
-# The always-on callbacks, each a config section of its own (``--early_stopping.patience 7``); trainer.callbacks holds
-# only what a task adds, since a list given in a task config replaces the shared one rather than adding to it.
+# The always-on callbacks, each a config section of its own (``--early_stopping.patience 7``, ``--early_stopping null``);
+# trainer.callbacks holds what a task adds, since a list in a task config replaces the shared one, not adds to it.
 CALLBACKS = {
     "checkpoint": ModelCheckpoint, "last_checkpoint": ModelCheckpoint, "mid_epoch_checkpoint": ModelCheckpoint,
     "early_stopping": EarlyStopping, "lr_monitor": LearningRateMonitor, "summary": callbacks.RunSummary,
@@ -72,7 +72,7 @@ class ClassifierCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         for key, callback in CALLBACKS.items():  # instantiated by the parser, handed to the trainer below
-            parser.add_class_arguments(callback, key)
+            parser.add_argument(f"--{key}", type=callback | None, default=None, help=f"a {callback.__name__}; null: none")
         # --predictions.output PATH, --predictions.kaggle_format: where and how `predict` writes its CSV.
         parser.add_lightning_class_args(callbacks.PredictionWriter, "predictions")
         parser.add_argument("--test_after_fit", type=bool, default=False,
@@ -103,7 +103,7 @@ class ClassifierCLI(LightningCLI):
             config.trainer.precision = default_precision(config.trainer.accelerator)
         logger = config.trainer.logger
         if hasattr(logger, "init_args") and logger.init_args.get("name") is None:
-            logger.init_args.name = run_folder(config).name  # the task's folder, from trainer.default_root_dir
+            logger.init_args.name = run_name(config)  # the task's folder, from trainer.default_root_dir
         if hasattr(logger, "init_args") and not config.trainer.get("fast_dev_run"):
             check_writable(Path(logger.init_args.save_dir), "logs and checkpoints", "--trainer.logger.init_args.save_dir PATH")
         if self.subcommand == "predict" and config.predictions.output:  # found out before predicting, not after
@@ -149,11 +149,15 @@ class ClassifierCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any):
         config = self.config_init[self.subcommand]
         off = tuple(callback for switch, callback in SWITCHED_OFF.items() if config.trainer.get(switch) is False)
-        given = [config[key] for key in CALLBACKS] + list(config.trainer.get("callbacks") or [])
-        kwargs["callbacks"] = [callback for callback in given if not isinstance(callback, off)]
+        listed = list(config.trainer.get("callbacks") or [])
+        # A class trainer.callbacks lists itself (as run configs written before these sections did) takes their place.
+        sections = [config[key] for key, kind in CALLBACKS.items() if not any(type(c) is kind for c in listed)]
+        given = [callback for callback in sections + listed if callback is not None and not isinstance(callback, off)]
         try:
-            return super().instantiate_trainer(**kwargs)
-        except ValueError as error:  # Lightning's refusal of a device setting (a misspelt accelerator or strategy)
+            return super().instantiate_trainer(**kwargs, callbacks=given)
+        except ValueError as error:  # a misspelt accelerator or strategy: Lightning's message names the choices
+            if not str(error).startswith("You selected an invalid"):
+                raise
             raise ConfigError(str(error)) from error
 
     def after_instantiate_classes(self) -> None:
@@ -168,7 +172,14 @@ class ClassifierCLI(LightningCLI):
                              and not config.trainer.get("sync_batchnorm"))
         check_network_takes_the_data(self.model, self.trained_shape, config.get("ckpt_path"), one_image_batches)
 
+    def claim_run_folder(self) -> None:
+        """The run's folder, numbered here: a spawning strategy (ddp_spawn) would have each process number its own."""
+        _ = [logger.version for logger in self.trainer.loggers]
+
+    before_validate = before_test = before_predict = claim_run_folder
+
     def before_fit(self) -> None:
+        self.claim_run_folder()
         if self.config.fit.test_after_fit:
             for callback in self.trainer.callbacks:
                 if hasattr(callback, "test_follows_fit"):  # RunSummary, TensorBoardPictures
@@ -219,12 +230,8 @@ def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = Classif
     quiet_the_libraries()
     try:
         return cli_class(
-            ClassifierModule,
-            ImageClassificationDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            parser_class=ClassifierParser,
+            ClassifierModule, ImageClassificationDataModule, subclass_mode_model=True, subclass_mode_data=True,
+            auto_configure_optimizers=False, parser_class=ClassifierParser,
             parser_kwargs={subcommand: {"default_config_files": [str(DEFAULTS)]} for subcommand in SUBCOMMANDS},
             save_config_kwargs={"overwrite": True},  # a resumed fit rewrites its run's config.yaml
             args=args,
@@ -234,15 +241,6 @@ def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = Classif
         if cause is None:
             raise
         sys.exit(f"error: {cause}")
-
-
-def causes(error: BaseException | None) -> list[BaseException]:
-    """``error`` and the errors it was raised from or during (jsonargparse wraps errors raised while instantiating)."""
-    chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
 
 
 if __name__ == "__main__":

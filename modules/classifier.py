@@ -122,8 +122,8 @@ class ClassifierModule(L.LightningModule):
             if watchers:
                 raise ConfigError(
                     f"validation is off (trainer.limit_val_batches=0), but {', '.join(watchers)} watch validation "
-                    "metrics and would stop the run at the first epoch's end. Keep validation on, or use a copy of "
-                    "the config without them."
+                    "metrics and would stop the run at the first epoch's end. Keep validation on, or turn them off "
+                    "(--early_stopping null --checkpoint null; --model.scheduler null)."
                 )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

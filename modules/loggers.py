@@ -1,6 +1,7 @@
 """Run folders: Lightning's TensorBoard and CSV loggers, with each run's ``version_N`` folder claimed as it is numbered,
 no folder left by a run that failed before it logged anything, and a resumed run's CSV history kept."""
 
+import contextlib
 import csv
 import os
 import shutil
@@ -64,13 +65,15 @@ class RunFolder:
         folder = Path(self.root_dir) / f"version_{self.claimed}"
         if status == "failed" and self.claimed is not None and not self.logged and not any(folder.rglob("*.ckpt")):
             shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the task's folder too, where this was its first run
+                folder.parent.rmdir()
 
 
-class TensorBoardLogger(RunFolder, loggers.TensorBoardLogger):
+class TensorBoardRunLogger(RunFolder, loggers.TensorBoardLogger):
     """Lightning's TensorBoardLogger whose run folder is claimed as it is numbered (see ``RunFolder``)."""
 
 
-class CSVLogger(RunFolder, loggers.CSVLogger):
+class CSVRunLogger(RunFolder, loggers.CSVLogger):
     """Lightning's CSVLogger (see ``RunFolder``) that keeps a resumed run's earlier rows: Lightning's writer deletes the
     metrics.csv it finds as it starts, and the curves picture would lose every earlier epoch."""
 
@@ -100,8 +103,14 @@ def run_folder(config) -> Path:
     logger = config.trainer.logger
     if not hasattr(logger, "init_args"):
         raise ConfigError("--ckpt_path last/best needs the task's logger (trainer.logger) to find earlier runs.")
-    name = logger.init_args.get("name") or Path(config.trainer.default_root_dir or "").name
-    return Path(logger.init_args.save_dir) / name
+    return Path(logger.init_args.save_dir) / run_name(config)
+
+
+def run_name(config) -> str:
+    """The logger's name, or where a config leaves it null the name of the task's ``trainer.default_root_dir``
+    (``lightning_logs/mnist``: runs in ``lightning_logs/mnist/version_N``); none without either."""
+    name = config.trainer.logger.init_args.get("name")
+    return Path(config.trainer.default_root_dir or "").name if name is None else name
 
 
 def resume_in_place(config) -> None:

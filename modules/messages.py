@@ -103,3 +103,12 @@ def option_meant(message: str, parser: argparse.ArgumentParser) -> str | None:
 def subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """The subcommands' parsers, where the top-level parser answers (argparse keeps them in its actions)."""
     return [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction) for sub in action.choices.values()]
+
+
+def causes(error: BaseException | None) -> list[BaseException]:
+    """``error`` and the errors it was raised from or during (jsonargparse wraps errors raised while instantiating)."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain

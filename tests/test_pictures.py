@@ -111,7 +111,7 @@ def test_a_normal_fit_prints_no_warnings(mnist_dir):
 def test_csv_logger_for_headless_use(mnist_dir, capsys):
     main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.batch_size", "8",
           "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1",
-          "--trainer.logger", "modules.loggers.CSVLogger",
+          "--trainer.logger", "modules.loggers.CSVRunLogger",
           "--trainer.logger.init_args.save_dir", "csv_logs", "--trainer.logger.init_args.name", "mnist",
           "--model.scheduler", "null"])  # MNIST's OneCycleLR spans the run: without it, the run can be resumed for more
     run = Path("csv_logs/mnist/version_0")

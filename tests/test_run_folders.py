@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from datamodules import Digits
-from modules.loggers import TensorBoardLogger
+from modules.loggers import TensorBoardRunLogger
 from tests.runs import cli, run_in_tmp  # noqa: F401 (run_in_tmp: a fixture)
 
 pytestmark = pytest.mark.usefixtures("run_in_tmp")
@@ -18,7 +18,7 @@ def test_runs_started_together_never_share_a_folder_and_one_that_fails_early_lea
     others, prepare = [], Digits.prepare_data
 
     def prepare_beside_another_run(self):  # another run of this task numbers its folder while this one prepares
-        other = TensorBoardLogger("lightning_logs", name="digits")
+        other = TensorBoardRunLogger("lightning_logs", name="digits")
         Path(other.log_dir, "checkpoints").mkdir(parents=True)
         others.append(Path(other.log_dir))
         prepare(self)
@@ -41,8 +41,8 @@ def test_runs_started_together_never_share_a_folder_and_one_that_fails_early_lea
 
 
 def test_a_resumed_csv_run_keeps_its_earlier_rows():
-    """Lightning's CSV writer deletes the metrics.csv it finds as it starts; the project's CSVLogger keeps it."""
-    common = ("--trainer.logger", "modules.loggers.CSVLogger", "--trainer.logger.save_dir", "lightning_logs",
+    """Lightning's CSV writer deletes the metrics.csv it finds as it starts; the project's CSVRunLogger keeps it."""
+    common = ("--trainer.logger", "modules.loggers.CSVRunLogger", "--trainer.logger.save_dir", "lightning_logs",
               "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
     cli("digits", "fit", "--trainer.max_epochs", "1", *common)
     metrics = Path("lightning_logs/digits/version_0/metrics.csv")
@@ -76,3 +76,24 @@ def test_a_tilde_that_no_shell_expanded_means_home_in_every_path(tmp_path, monke
     cli("digits", "predict", "--ckpt_path", "~/runs/digits/version_0/checkpoints/last.ckpt", "--predictions.output", "~/p.csv")
     assert (tmp_path / "home" / "p.csv").is_file()
     assert not (tmp_path / "~").exists()  # the working directory (tmp_path here) holds no folder named "~"
+
+
+def test_a_config_without_a_task_folder_runs_in_the_loggers_folder_and_finds_its_checkpoints(capsys):
+    """No trainer.default_root_dir and no logger name: runs in lightning_logs/version_N, where --ckpt_path looks."""
+    common = ("--trainer.default_root_dir", "null", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+    cli("digits", "fit", "--trainer.max_epochs", "1", *common)
+    assert Path("lightning_logs/version_0/checkpoints/last.ckpt").is_file()
+    tested = cli("digits", "test", "--ckpt_path", "best", *common)
+    assert "test/acc" in tested.trainer.callback_metrics and Path("lightning_logs/version_1").is_dir()
+
+
+@pytest.mark.slow
+def test_a_spawned_run_names_the_folder_it_wrote(capsys):
+    """ddp_spawn starts its processes from a pickled trainer: the folder is numbered before, in this process."""
+    cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+    capsys.readouterr()
+    cli("digits", "validate", "--ckpt_path", "last", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "1",
+        "--trainer.limit_val_batches", "1")
+    assert "Validation metrics and pictures: lightning_logs/digits/version_1 " in capsys.readouterr().out
+    assert sorted(p.name for p in Path("lightning_logs/digits").iterdir()) == ["version_0", "version_1"]
+    assert list(Path("lightning_logs/digits/version_1").glob("events.out.tfevents.*"))
