@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     from modules.classifier import ConfigError
     from modules.loggers import resume_in_place, run_folder, run_name
     from modules.messages import SUBCOMMANDS, causes, check_the_task_is_given, option_meant
-    from modules.nets import WeightsUnavailableError
+    from modules.nets import WeightsUnavailableError, pretrained_preprocessing
     from modules.pictures import TensorBoardPictures
     from modules.preflight import (check_network_takes_the_data, check_writable, checkpoint_facts, default_precision,
                                    expand_home, find_checkpoint, flat_settings)
@@ -114,6 +114,8 @@ class ClassifierCLI(LightningCLI):
                 f"No --ckpt_path: {self.subcommand} runs the network as the config builds it, untrained. "
                 "Add --ckpt_path best (the newest run's best checkpoint), last, or the path of a .ckpt file."
             )
+        if "pretrained" in config.data.init_args:  # what the network's weights expect of images flows into the data
+            config.data.init_args.pretrained = pretrained_preprocessing(config.model.init_args.net)
         if config.get("ckpt_path"):
             self.reconcile_model_settings(config)
             net = config.model.init_args.net

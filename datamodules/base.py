@@ -19,6 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from datamodules.augment import BatchAugment
 from datamodules.data_files import refuse_a_misplaced_data_dir, refuse_missing_files, unreadable
@@ -26,6 +27,7 @@ from datamodules.errors import DataError
 from datamodules.image_folder import read_predict_dir
 from datamodules.in_memory import InMemoryImages, checked, keep_batch
 from datamodules.loading import EpochSampler, EvaluationShare, ResumableLoader
+from datamodules.preprocessing import Resize, described, resolve
 from datamodules.split import grouped_split, refuse_another_split
 
 
@@ -34,7 +36,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     ``augment`` runs in training only, on each image with its own random draw (``BatchAugment``).
     ``transforms`` runs on whole batches in every stage. Both receive float images scaled to [0, 1], as
-    ``ToTensor`` gives.
+    ``ToTensor`` gives. ``mean`` and ``std`` normalise after ``transforms``; null: the pretrained weights', no
+    normalisation without them. ``pretrained``: what the network's pretrained weights expect of the images (mean,
+    std, size, crop, interpolation), filled in from ``model.net`` by cli.py, not a setting: set those themselves.
     ``val_split``: a fraction of the training images (0 < f < 1), or a whole number of them, held out for validation
     when the dataset ships no validation set. ``num_workers``: 0 loads in the training process, the fast path for
     sets held in memory.
@@ -45,6 +49,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
     class_names: list[str]
     image_shape: ClassVar[tuple[int, int, int]]  # (C, H, W) as stored, before transforms
     source: ClassVar[str] = ""  # where to get the data, for the error message
+    resize: Resize = Resize()  # how image files are resized (predict_dir; folder tasks set their own)
 
     def __init__(
         self,
@@ -59,18 +64,40 @@ class ImageClassificationDataModule(L.LightningDataModule):
         augment: list[nn.Module] | None = None,
         transforms: list[nn.Module] | None = None,
         predict_dir: str | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        pretrained: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment", "transforms"])
         self.data_dir = Path(data_dir).expanduser()
         self.augment = BatchAugment(*(augment or []))
-        self.transforms = nn.Sequential(*(transforms or []))
+        values, sources = resolve({"mean": mean, "std": std}, pretrained)
+        self.preprocessing = getattr(self, "preprocessing", {}) | values  # a folder task's decoding first
+        self.preprocessing_sources = getattr(self, "preprocessing_sources", {}) | sources
+        self.transforms = nn.Sequential(*(transforms or []), *self._normalize(values["mean"], values["std"]))
         self.input_shape = tuple(self.transforms(torch.zeros(1, *self.image_shape)).shape[1:])
         self.held_out: dict[str, Any] | None = None  # how validation was drawn from the training images, or that it was not
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def preprocessing_note(self) -> str | None:
+        """The preprocessing settings and where each came from (config, pretrained weights); None if all are defaults."""
+        sources = self.preprocessing_sources
+        return described(self.preprocessing, sources) if set(sources.values()) - {"default"} else None
+
+    def _normalize(self, mean: list[float] | None, std: list[float] | None) -> list[nn.Module]:
+        if mean is None and std is None:
+            return []
+        channels = self.image_shape[0]
+        if mean is None or std is None or len(mean) not in (1, channels) or len(std) not in (1, channels):
+            raise DataError(f"{self.task}: mean {mean} and std {std} ({self.preprocessing_sources['mean']}, "
+                            f"{self.preprocessing_sources['std']}) do not fit {channels}-channel images: give both, "
+                            f"with {channels} value(s) each (--data.mean, --data.std).")
+        return [v2.Normalize(mean, std)]
 
     # ---- what a task implements -------------------------------------------------------------
     def expected_files(self) -> list[Path]:
@@ -200,7 +227,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return Path(self.hparams.predict_dir).expanduser() if self.hparams.predict_dir else self.default_predict_dir()
 
     def _setup_predict_folder(self) -> None:
-        images, paths, kept = read_predict_dir(self.predict_folder(), self.image_shape)
+        images, paths, kept = read_predict_dir(self.predict_folder(), self.image_shape, self.resize)
         self.predict_paths = [str(paths[i]) for i in kept]
         # Each image's place among all the folder's image files, unreadable ones included (Kaggle's Id).
         self.predict_ids, self.predict_file_count = list(kept), len(paths)

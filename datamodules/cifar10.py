@@ -47,7 +47,7 @@ class CIFAR10(ImageClassificationDataModule):
     def load(self, split: str) -> tuple[Tensor, Tensor]:
         if self.is_folder_layout:
             images, labels, _, _ = read_labelled_folder(
-                self.data_dir / split, self.class_names, self.image_shape, resize=False, on_bad_image="fail"
+                self.data_dir / split, self.class_names, self.image_shape, resize=None, on_bad_image="fail"
             )
             return images, labels
         data = _CIFAR10Files(str(self.data_dir), train=split == "train")

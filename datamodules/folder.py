@@ -10,13 +10,15 @@ from torch import Tensor
 from datamodules.base import ImageClassificationDataModule
 from datamodules.errors import DataError
 from datamodules.image_folder import OnBadImage, label_images, natural_key, read_labelled_folder, report_skipped
+from datamodules.preprocessing import CropFraction, Interpolation, Resize, resolve
 
 
 class ImageFolder(ImageClassificationDataModule):
     """``data_dir/<train_dir>/<class>/<image>`` (any depth), or flat folders whose file names carry the
     class (``filename_pattern``, a regex whose first group is the class). Images are decoded once, upright
-    by EXIF, in RGB (or grayscale with ``channels: 1``), shorter side resized to ``image_size`` and centre
-    cropped square.
+    by EXIF, in RGB (or grayscale with ``channels: 1``), shorter side resized to ``image_size / crop_pct`` with
+    ``interpolation``, then the centre ``image_size`` square cut out. Null for any of the three: what the
+    pretrained weights expect (``pretrained``, from the network), else 224, 1 (the whole shorter side), bilinear.
 
     Validation: ``val_dir`` when that folder exists, else ``val_split`` of the training images, stratified,
     with identical files kept on one side. Test: ``test_dir`` if set, else the validation split.
@@ -35,7 +37,9 @@ class ImageFolder(ImageClassificationDataModule):
         train_dir: str = "train",
         val_dir: str | None = None,
         test_dir: str | None = None,
-        image_size: PositiveInt = 224,
+        image_size: PositiveInt | None = None,
+        crop_pct: CropFraction | None = None,
+        interpolation: Interpolation | None = None,
         channels: Literal[1, 3] = 3,
         filename_pattern: str | None = None,
         classes: list[str] | None = None,
@@ -43,7 +47,11 @@ class ImageFolder(ImageClassificationDataModule):
         cache_dir: str | None = None,
         **kwargs,
     ) -> None:
-        self.image_shape = (channels, image_size, image_size)
+        decoding = {"image_size": image_size, "crop_pct": crop_pct, "interpolation": interpolation}
+        self.preprocessing, self.preprocessing_sources = resolve(decoding, kwargs.get("pretrained"))
+        size = self.preprocessing["image_size"]
+        self.image_shape = (channels, size, size)
+        self.resize = Resize(self.preprocessing["crop_pct"], self.preprocessing["interpolation"])
         super().__init__(data_dir=data_dir, **kwargs)
 
         def root(folder: str | None) -> Path | None:  # relative to data_dir, or a path of its own (absolute, or from ~)
@@ -89,7 +97,7 @@ class ImageFolder(ImageClassificationDataModule):
         return [root for split, root in self.roots.items() if root is not None and split != "val"]
 
     def _decode(self, root: Path) -> tuple[Tensor, Tensor, list[str], list[str]]:
-        return read_labelled_folder(root, self.class_names, self.image_shape, self.filename_pattern,
+        return read_labelled_folder(root, self.class_names, self.image_shape, self.filename_pattern, self.resize,
                                     on_bad_image=self.on_bad_image, cache_dir=self.cache_dir)
 
     def _read(self, split: str) -> tuple[Tensor, Tensor]:

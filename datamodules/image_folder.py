@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import warnings
@@ -25,6 +26,7 @@ from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
 from datamodules.errors import DataError, DataNotFoundError, DataWarning
+from datamodules.preprocessing import Resize
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -83,9 +85,9 @@ def label_images(root: Path, filename_pattern: str | None) -> tuple[list[Path], 
     return paths, [p.relative_to(root).parts[0] for p in paths]
 
 
-def load_image(data: bytes, path: Path, mode: str, size: int | None) -> Tensor:
-    """Decode with PIL (via bytes already read), upright by EXIF, in ``mode``; resized so the shorter side
-    is ``size`` and centre-cropped square, or left at its size when ``size`` is None."""
+def load_image(data: bytes, path: Path, mode: str, size: int | None, resize: Resize = Resize()) -> Tensor:
+    """Decode with PIL (via bytes already read), upright by EXIF, in ``mode``; resized as ``resize`` says to a
+    ``size`` x ``size`` centre crop, or left at its size when ``size`` is None."""
     if not data:
         raise DataError(f"{path}: empty file (0 bytes).")
     try:
@@ -101,16 +103,19 @@ def load_image(data: bytes, path: Path, mode: str, size: int | None) -> Tensor:
         raise DataError(f"{path}: corrupt or truncated image ({exc}).") from exc
     image = ImageOps.exif_transpose(image).convert(mode)
     if size is not None:
-        image = F.center_crop(F.resize(image, size), [size, size])
+        shorter = math.floor(size / resize.crop_pct)  # as timm's and torchvision's evaluation presets round it
+        image = F.resize(image, shorter, interpolation=F.InterpolationMode(resize.interpolation))
+        image = F.center_crop(image, [size, size])
     return F.pil_to_tensor(image)
 
 
 def read_images(
-    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: OnBadImage, out: Tensor | None = None
+    paths: list[Path], image_shape: tuple[int, int, int], resize: Resize | None, on_bad_image: OnBadImage, out: Tensor | None = None
 ) -> tuple[Tensor, list[int], list[str], list[str]]:
-    """Decode ``paths`` into one uint8 tensor (``out``, e.g. a memory-mapped file, or a new one). Returns the
-    filled part, the indices of the paths kept, their content hashes, and one line per unreadable file
-    (skipped, or raised when ``on_bad_image`` is 'fail')."""
+    """Decode ``paths`` into one uint8 tensor (``out``, e.g. a memory-mapped file, or a new one), resized as
+    ``resize`` says (None: the files are of ``image_shape`` already). Returns the filled part, the indices of the
+    paths kept, their content hashes, and one line per unreadable file (skipped, or raised when ``on_bad_image`` is
+    'fail')."""
     channels, height, _ = image_shape
     mode = {1: "L", 3: "RGB"}[channels]
     images = torch.empty((len(paths), *image_shape), dtype=torch.uint8) if out is None else out
@@ -118,7 +123,7 @@ def read_images(
     for i, path in enumerate(tqdm(paths, desc=f"Decoding {Path(os.path.commonpath(paths)).name}" if paths else "", unit="img", mininterval=2.0, leave=False)):
         data = path.read_bytes()
         try:
-            image = load_image(data, path, mode, height if resize else None)
+            image = load_image(data, path, mode, height if resize else None, resize or Resize())
             if tuple(image.shape) != image_shape:
                 raise DataError(f"{path}: image is {tuple(image.shape)}, expected {image_shape} (C, H, W).")
         except DataError as exc:
@@ -139,7 +144,7 @@ def report_skipped(problems: list[str], where: Path) -> None:
         rank_zero_warn(f"Skipped {len(problems)} unreadable image file(s) in {where}:\n  {lines}", category=DataWarning)
 
 
-def read_predict_dir(folder: Path, image_shape: tuple[int, int, int]) -> tuple[Tensor, list[Path], list[int]]:
+def read_predict_dir(folder: Path, image_shape: tuple[int, int, int], resize: Resize = Resize()) -> tuple[Tensor, list[Path], list[int]]:
     """A folder of image files (any layout), or one image file, to predict on: the readable images resized to
     ``image_shape``, every image file's path, and the positions of those read (unreadable ones are skipped, and said)."""
     if not folder.exists():
@@ -149,14 +154,14 @@ def read_predict_dir(folder: Path, image_shape: tuple[int, int, int]) -> tuple[T
     paths = [folder] if folder.is_file() else list_images(folder)
     if not paths:
         raise DataError(f"predict_dir {folder}: no image files in it.")
-    images, kept, _, problems = read_images(paths, image_shape, resize=True, on_bad_image="skip")
+    images, kept, _, problems = read_images(paths, image_shape, resize, on_bad_image="skip")
     if not kept:
         raise DataError(f"predict_dir {folder}: none of its {len(paths)} image files could be read:\n  " + "\n  ".join(problems))
     report_skipped(problems, folder)
     return images, paths, kept
 
 
-def build_cache(entry: Path, paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: OnBadImage) -> None:
+def build_cache(entry: Path, paths: list[Path], image_shape: tuple[int, int, int], resize: Resize | None, on_bad_image: OnBadImage) -> None:
     """Decode ``paths`` into ``entry.npy`` (memory-mapped) and ``entry.json`` (kept files, hashes, problems).
     Whole files only: an interrupted build leaves no half cache behind, and a failed one gives its space back."""
     partial = entry.with_suffix(".npy.partial")
@@ -190,11 +195,11 @@ def remove_other_versions(entry: Path) -> None:
 
 
 def cached_read_images(
-    paths: list[Path], image_shape: tuple[int, int, int], resize: bool, on_bad_image: OnBadImage, cache_dir: Path | None
+    paths: list[Path], image_shape: tuple[int, int, int], resize: Resize | None, on_bad_image: OnBadImage, cache_dir: Path | None
 ) -> tuple[Tensor, list[int], list[str], list[str]]:
     """``read_images``, through a disk cache when ``cache_dir`` is set: the decoded images are written once
     into a memory-mapped ``.npy`` and later runs map it instead of decoding. The cache key covers every
-    file's path, size and modification time, and the target shape: changing any of them rebuilds it."""
+    file's path, size and modification time, the target shape and resize: changing any of them rebuilds it."""
     if cache_dir is None:
         return read_images(paths, image_shape, resize, on_bad_image)
     fingerprint = hashlib.sha1(repr((CACHE_VERSION, image_shape, resize)).encode())
@@ -229,7 +234,7 @@ def read_labelled_folder(
     class_names: list[str],
     image_shape: tuple[int, int, int],
     filename_pattern: str | None = None,
-    resize: bool = True,
+    resize: Resize | None = Resize(),
     on_bad_image: OnBadImage = "skip",
     cache_dir: Path | None = None,
 ) -> tuple[Tensor, Tensor, list[str], list[str]]:

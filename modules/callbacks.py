@@ -87,8 +87,9 @@ def from_every_process(trainer: L.Trainer, items: list) -> list:
 class RunSummary(L.Callback):
     """What a person wants to read in the terminal: at fit start the network's torchinfo summary (layers,
     parameters, MACs, memory) at the task's input size and the data facts (classes, images per split,
-    input size, where logs go); at the end the best checkpoint, its validation accuracy, why the run ended and what
-    to run next; on Ctrl+C, what is saved and how to resume."""
+    input size, the preprocessing and where each of its settings came from, where logs go); at the end the best
+    checkpoint, its validation accuracy, why the run ended and what to run next; on Ctrl+C, what is saved and how
+    to resume."""
 
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
@@ -101,7 +102,9 @@ class RunSummary(L.Callback):
         shape = pl_module.hparams.get("input_shape")
         if shape is not None:
             try:
-                table = str(summary(pl_module.net, input_data=blank_input(pl_module, 2), depth=self.depth, mode="eval", verbose=0))
+                # Random, not blank: a network that remembers features (TransferNet's cache_features) may know zeros already.
+                images = torch.rand_like(blank_input(pl_module, 2))
+                table = str(summary(pl_module.net, input_data=images, depth=self.depth, mode="eval", verbose=0))
                 # torchinfo 1.8 formats its unit enum, under Python 3.11+, as "Units.MEGABYTES" instead of its "M".
                 print(re.sub(r"\(Units\.(\w+)\)", lambda unit: f"({Units[unit.group(1)].value})", table))
             except Exception as exc:  # the summary is a nicety, not worth a failed run
@@ -113,6 +116,8 @@ class RunSummary(L.Callback):
                 counts = torch.bincount(getattr(data, split).labels, minlength=len(pl_module.class_names)).tolist()
                 lines.append(f"{split[:-4]:>5}: {sum(counts)} images, per class {counts}")
         lines.append(f"Input: {tuple(shape) if shape else '?'} (C, H, W) after transforms")
+        if getattr(data, "preprocessing_note", None):  # what the images are made into, and who said so
+            lines.append(f"Preprocessing: {data.preprocessing_note}")
         folder = run_dir(trainer)
         if folder:
             lines.append(f"Logs and checkpoints: {folder}{where_to_look(trainer)}")
@@ -253,6 +258,10 @@ class PredictionWriter(BasePredictionWriter):
 class BackboneFinetuning(callbacks.BackboneFinetuning):
     """Lightning's BackboneFinetuning, whose frozen phase also honours ``train_bn``, and which works under DDP.
 
+    ``frozen_eval``: the frozen backbone runs in eval mode, BatchNorm frozen too (on its pretrained statistics) and
+    dropout off, so the head trains on the features it is evaluated with, and TransferNet's ``cache_features`` can
+    remember them.
+
     Lightning's own freezes with BatchNorm trainable whatever ``train_bn`` says, so those parameters
     sit in the optimizer from the start and again in the group added at the unfreeze epoch.
     A run resumed after the unfreeze epoch gets its backbone's optimizer group back from Lightning but a frozen
@@ -261,8 +270,12 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
     each process would train its own backbone (Lightning issue #20340): the model is wrapped again then.
     """
 
+    def __init__(self, *args: Any, frozen_eval: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frozen_eval = frozen_eval
+
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        self.freeze(pl_module.backbone, train_bn=self.train_bn)
+        self.freeze(pl_module.backbone, train_bn=self.train_bn and not self.frozen_eval)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         frozen = not all(p.requires_grad for p in pl_module.backbone.parameters())
@@ -270,6 +283,8 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
             self.make_trainable(pl_module.backbone)
         super().on_train_epoch_start(trainer, pl_module)  # unfreezes at its epoch
         unfrozen_now = frozen and all(p.requires_grad for p in pl_module.backbone.parameters())
+        if self.frozen_eval:  # set each epoch: Lightning leaves modes alone, but a summary's train() resets them all
+            pl_module.backbone.train(not frozen or unfrozen_now)
         strategy = trainer.strategy
         if unfrozen_now and isinstance(strategy.model, DistributedDataParallel):
             strategy.model = strategy.lightning_module

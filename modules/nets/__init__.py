@@ -7,6 +7,7 @@ from modules.nets.mobilenet_v1 import MobileNetV1
 from modules.nets.small_cnn import SmallCNN
 from modules.nets.svhn_resnet import SVHNResNet
 from modules.nets.svhn_vgg import SVHNVGG
-from modules.nets.transfer import TransferNet, WeightsUnavailableError
+from modules.nets.transfer import TransferNet, WeightsUnavailableError, pretrained_preprocessing
 
-__all__ = ["CIFAR10Net", "Food11CNN", "MLP", "MobileNetV1", "SVHNResNet", "SVHNVGG", "SmallCNN", "TransferNet", "WeightsUnavailableError"]
+__all__ = ["CIFAR10Net", "Food11CNN", "MLP", "MobileNetV1", "SVHNResNet", "SVHNVGG", "SmallCNN", "TransferNet", "WeightsUnavailableError",
+           "pretrained_preprocessing"]
