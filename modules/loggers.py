@@ -119,6 +119,6 @@ def resume_in_place(config) -> None:
     become the "best")."""
     run = Path(config.ckpt_path).resolve().parent.parent
     if hasattr(config.trainer.logger, "init_args") and run.parent == run_folder(config).resolve():
-        number = run.name.removeprefix("version_")  # as a number, the progress bar shows v_num=0, not "on_0"
-        config.trainer.logger.init_args.version = int(number) if number.isdigit() else run.name
+        number = version_number(run)  # as a number, the progress bar shows v_num=0, not "on_0"
+        config.trainer.logger.init_args.version = run.name if number is None else number
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
