@@ -43,7 +43,7 @@ CALLBACKS = {
 # A trainer switch that turns a feature off drops the callbacks that need it (Lightning would refuse the pair).
 SWITCHED_OFF = {"enable_checkpointing": ModelCheckpoint, "enable_progress_bar": ProgressBar, "logger": LearningRateMonitor}
 CKPT_ALIASES = ("last", "best")
-RUN_SWITCHES = ("compile", "channels_last")  # how the model runs, not what it trained: the config's say wins
+RUN_SWITCHES = ("compile", "channels_last", "tta")  # how the model runs, not what it trained: the config's say wins
 # Model settings a resumed fit may differ in: linked from the data, the run switches, the pretrained download.
 NOT_TRAINED_SETTINGS = ("class_names", "input_shape", *RUN_SWITCHES, "net.init_args.weights")
 REFUSED = {  # settings that cannot work here: why, and what to use instead
@@ -99,8 +99,9 @@ class ClassifierCLI(LightningCLI):
         for key, why in REFUSED.items():
             if config.get(key) not in (None, False):
                 raise ConfigError(f"--{key}: {why}.")
-        if config.trainer.precision is None:
-            config.trainer.precision = default_precision(config.trainer.accelerator)
+        if config.trainer.precision is None:  # null: what suits the chip, said once with why
+            config.trainer.precision, why = default_precision(config.trainer.accelerator)
+            rank_zero_only(print)(f"Precision {config.trainer.precision} (trainer.precision null): {why}.")
         logger = config.trainer.logger
         if hasattr(logger, "init_args") and logger.init_args.get("name") is None:
             logger.init_args.name = run_name(config)  # the task's folder, from trainer.default_root_dir

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveInt
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from datamodules.augment import BatchAugment
+from datamodules.augment import BatchAugment, BatchMix
 from datamodules.data_files import refuse_a_misplaced_data_dir, refuse_missing_files, unreadable
 from datamodules.errors import DataError
 from datamodules.image_folder import read_predict_dir
@@ -36,8 +36,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     ``augment`` runs in training only, on each image with its own random draw (``BatchAugment``).
     ``transforms`` runs on whole batches in every stage. Both receive float images scaled to [0, 1], as
-    ``ToTensor`` gives. ``mean`` and ``std`` normalise after ``transforms``; null: the pretrained weights', no
-    normalisation without them. ``pretrained``: what the network's pretrained weights expect of the images (mean,
+    ``ToTensor`` gives. ``mixup_alpha``, ``cutmix_alpha``: MixUp, CutMix (or one of the two per batch) on training
+    batches after ``transforms``; 0 turns each off (``BatchMix``). ``mean`` and ``std`` normalise after
+    ``transforms``; null: the pretrained weights', no normalisation without them. ``pretrained``: what the network's pretrained weights expect of the images (mean,
     std, size, crop, interpolation), filled in from ``model.net`` by cli.py, not a setting: set those themselves.
     ``val_split``: a fraction of the training images (0 < f < 1), or a whole number of them, held out for validation
     when the dataset ships no validation set. ``num_workers``: 0 loads in the training process, the fast path for
@@ -67,6 +68,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         mean: list[float] | None = None,
         std: list[float] | None = None,
         pretrained: dict[str, Any] | None = None,
+        mixup_alpha: NonNegativeFloat = 0.0,
+        cutmix_alpha: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment", "transforms"])
@@ -161,6 +164,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self._check_files()
         if stage == "fit":
             self._check_augment_size()
+            self.mix = BatchMix(self.num_classes, self.hparams.mixup_alpha, self.hparams.cutmix_alpha)
         if stage in ("fit", "validate") and not hasattr(self, "train_set"):
             self._setup_train_and_validation()
         if stage in ("test", "predict") and not hasattr(self, "test_set"):
@@ -302,12 +306,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
         )
 
     # ---- on the device -----------------------------------------------------------------------
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, ...]:
+        """(images, labels) ready for the network; a training batch that MixUp or CutMix mixed also carries its soft
+        targets, (images, labels, targets)."""
         images, labels = batch
         x = images.float().div_(255)
         if self.trainer is None:
             return self.transforms(x), labels
-        if self.trainer.training:
-            x = self.augment(x)
-        # Lightning converts a batch to the precision's dtype (64-true, 16-true...) before this hook, when it is uint8.
-        return self.trainer.precision_plugin.convert_input(self.transforms(x)), labels
+        if not self.trainer.training:  # Lightning converts a batch to the precision's dtype (64-true...) before this hook
+            return self.trainer.precision_plugin.convert_input(self.transforms(x)), labels  # when it is uint8
+        mixed = self.mix(self.transforms(self.augment(x)), labels)
+        return self.trainer.precision_plugin.convert_input(mixed[0]), *mixed[1:]

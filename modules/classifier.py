@@ -1,18 +1,35 @@
 """The one LightningModule every task shares: loss, accuracy, logging, optimizers, predict."""
 
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 PER_BATCH_SCHEDULERS = (OneCycleLR, CyclicLR)  # their schedules are counted in optimizer steps, not epochs
+TOP_K = 5  # top-5 accuracy is logged for tasks with more classes than this
+
+
+def tta_views(x: Tensor, tta: str) -> tuple[list[Tensor], list[float]]:
+    """The views of a batch that test-time augmentation averages the logits of, and their weights (airbench94's):
+    the images and their mirror, then (flip_translate) both shifted one pixel up-left and down-right."""
+    if tta == "none":
+        return [x], [1.0]
+    views = [x, x.flip(-1)]
+    if tta == "flip":
+        return views, [0.5, 0.5]
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    for shifted in (padded[..., :h, :w], padded[..., 2:, 2:]):
+        views += [shifted, shifted.flip(-1)]
+    return views, [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
 
 
 class ConfigError(ValueError):
@@ -30,7 +47,8 @@ class ClassifierModule(L.LightningModule):
     ``class_names`` and ``input_shape`` arrive from the DataModule (linked in ``cli.py``) and are saved
     in every checkpoint, so a checkpoint alone is enough to predict. ``net`` is called with the number
     of classes, so the count is never typed twice. ``compile`` runs the network through torch.compile
-    (off by default: on this project's small CPU nets compiling costs more than it saves).
+    (off by default: on this project's small CPU nets compiling costs more than it saves). ``tta``: validate, test
+    and predict average the logits over mirrored (and shifted) views of each image (``tta_views``).
     """
 
     def __init__(
@@ -44,6 +62,7 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = True,
         compile: bool = False,
+        tta: Literal["none", "flip", "flip_translate"] = "none",
     ) -> None:
         super().__init__()
         if scheduler_monitor not in METRICS:
@@ -63,6 +82,8 @@ class ClassifierModule(L.LightningModule):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(n, average="micro"))
         for stage in ("val", "test"):  # the confusion matrix, and the per-class figures read from it
             setattr(self, f"{stage}_confusion", MulticlassConfusionMatrix(n))
+            if n > TOP_K:
+                setattr(self, f"{stage}_acc_top{TOP_K}", MulticlassAccuracy(n, top_k=TOP_K, average="micro"))
         self.latest_confusion: dict[str, Tensor] = {}  # the last computed matrix per stage, for the pictures
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
@@ -78,7 +99,8 @@ class ClassifierModule(L.LightningModule):
             )
         return self.net.backbone
 
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
+        # Here, not in configure_model: Lightning's weight averaging warns about sharding for any model that has one.
         if self.hparams.compile and "_compiled" not in self.__dict__:
             # Kept outside the module registry: checkpoints hold the plain network's weights either way.
             self.__dict__["_compiled"] = torch.compile(self.net)
@@ -88,15 +110,24 @@ class ClassifierModule(L.LightningModule):
             x = x.contiguous(memory_format=self.memory_format)
         return self.__dict__.get("_compiled", self.net)(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
-        images, labels = batch
-        logits = self(images)
-        loss = self.loss(logits, labels)
+    def evaluate(self, images: Tensor) -> Tensor:
+        """The logits outside training: averaged over the test-time augmentation's views, in one forward pass."""
+        views, weights = tta_views(images, self.hparams.tta)
+        logits = self(torch.cat(views)).unflatten(0, (len(views), len(images)))
+        return torch.einsum("v,vnc->nc", logits.new_tensor(weights), logits) if len(views) > 1 else logits[0]
+
+    def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+        # A mixed batch (MixUp, CutMix) brings soft targets for the loss after the labels: accuracy counts the labels.
+        images, labels, *soft = batch
+        logits = self(images) if stage == "train" else self.evaluate(images)
+        loss = self.loss(logits, soft[0] if soft else labels)
         mean_loss, accuracy = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         mean_loss.update(loss.detach(), weight=labels.numel())
         accuracy.update(logits, labels)
         if stage != "train":
             getattr(self, f"{stage}_confusion").update(logits, labels)
+            if top_k := getattr(self, f"{stage}_acc_top{TOP_K}", None):
+                top_k.update(logits, labels)
         every = self.trainer.log_every_n_steps if stage == "train" else 0  # 0: never
         if every and self.global_step % every == 0:
             # The running loss, for the progress bar and TensorBoard, at the logging cadence.
@@ -149,6 +180,8 @@ class ClassifierModule(L.LightningModule):
         metric objects): a self.log every step cost about 1 ms here, 7% of a small CPU network's step."""
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage != "train")
         self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), prog_bar=True)
+        if top_k := getattr(self, f"{stage}_acc_top{TOP_K}", None):
+            self.log(f"{stage}/acc_top{TOP_K}", top_k)
 
     def _per_class_epoch_end(self, stage: str) -> None:
         """``<stage>/precision/<class>``, ``recall``, ``f1`` as scalars, read from the confusion matrix (which
@@ -165,7 +198,7 @@ class ClassifierModule(L.LightningModule):
                 self.log(f"{stage}/{metric}/{name}", value, sync_dist=True)
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
-        probabilities = self(batch[0]).float().softmax(dim=1)
+        probabilities = self.evaluate(batch[0]).float().softmax(dim=1)
         confidence, predicted = probabilities.max(dim=1)
         labels = batch[1] if len(batch) > 1 else torch.full_like(predicted, -1)  # -1: label unknown
         return {"predicted": predicted, "confidence": confidence, "probabilities": probabilities, "labels": labels}

@@ -1,5 +1,6 @@
 """Plain ``nn.Module`` networks; each takes ``num_classes`` first, which the ClassifierModule supplies."""
 
+from modules.nets.airbench import AirbenchNet
 from modules.nets.cifar10_net import CIFAR10Net
 from modules.nets.food11_cnn import Food11CNN
 from modules.nets.mlp import MLP
@@ -9,5 +10,5 @@ from modules.nets.svhn_resnet import SVHNResNet
 from modules.nets.svhn_vgg import SVHNVGG
 from modules.nets.transfer import TransferNet, WeightsUnavailableError, pretrained_preprocessing
 
-__all__ = ["CIFAR10Net", "Food11CNN", "MLP", "MobileNetV1", "SVHNResNet", "SVHNVGG", "SmallCNN", "TransferNet", "WeightsUnavailableError",
+__all__ = ["AirbenchNet", "CIFAR10Net", "Food11CNN", "MLP", "MobileNetV1", "SVHNResNet", "SVHNVGG", "SmallCNN", "TransferNet", "WeightsUnavailableError",
            "pretrained_preprocessing"]
