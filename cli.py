@@ -1,7 +1,6 @@
 """Train, validate, test and predict any task: ``python cli.py fit --config configs/<task>.yaml``."""
 
 import argparse
-import logging
 import sys
 import warnings
 from pathlib import Path
@@ -27,7 +26,7 @@ with warnings.catch_warnings():
     from modules.pictures import TensorBoardPictures
     from modules.preflight import (check_network_takes_the_data, check_writable, checkpoint_facts, default_precision,
                                    expand_home, find_checkpoint, flat_settings)
-    from modules.process import tune_the_process
+    from modules.process import quiet_the_libraries, tune_the_process
     LIBRARY_FILTERS = [f for f in warnings.filters if f not in BEFORE]
     LIBRARY_FORMAT_WARNING, warnings.formatwarning = warnings.formatwarning, PYTHON_FORMAT_WARNING  # Lightning's
 
@@ -204,32 +203,10 @@ class ClassifierCLI(LightningCLI):
         callbacks.say_where_results_went(self.trainer, "test")
 
 
-def format_warning(message, category, filename, lineno, line=None) -> str:
-    """The data warnings as their message alone: the file and line of the code that warned tell a user nothing."""
-    if issubclass(category, DataWarning):
-        return f"Warning: {message}\n"
-    return LIBRARY_FORMAT_WARNING(message, category, filename, lineno, line)
-
-
-def not_an_advert(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("💡 Tip")  # Lightning 2.6 advertises its cloud logger at every start
-
-
-def quiet_the_libraries() -> None:
-    """What a run's terminal shows: the run's own output, not the libraries' noise around it (each call the same)."""
-    for action, message, category, module, lineno in reversed(LIBRARY_FILTERS):  # as the libraries set them
-        warnings.filterwarnings(action, getattr(message, "pattern", ""), category, getattr(module, "pattern", ""), lineno)
-    # Raised inside Lightning 2.6's own pytree helper under torch >= 2.10, once per run; nothing here can change it.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    warnings.formatwarning = format_warning
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(not_an_advert)
-
-
 def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = ClassifierCLI) -> ClassifierCLI:
     """``cli_class``: a subclass, for tools that add to a run (benchmarks/compare.py adds a callback)."""
     tune_the_process()
-    quiet_the_libraries()
+    quiet_the_libraries(LIBRARY_FILTERS, LIBRARY_FORMAT_WARNING, message_only=(DataWarning,))
     try:
         return cli_class(
             ClassifierModule, ImageClassificationDataModule, subclass_mode_model=True, subclass_mode_data=True,
