@@ -55,6 +55,8 @@ def test_a_wrong_or_missing_ckpt_path_is_one_line(tiny_mask_run):
         main(["export", *TINY_MASK, "--ckpt_path", "gone.ckpt"])
     with pytest.raises(SystemExit, match=r"export needs a trained model: --ckpt_path best .*, last, or the path of a .ckpt"):
         main(["export", *TINY_MASK])
+    with pytest.raises(SystemExit, match=r"serve needs a trained model: .* or of a file export wrote"):
+        main(["serve", *TINY_MASK])
     with pytest.raises(SystemExit, match=r"--ckpt_path best: no run under lightning_logs/mask/version_\*/checkpoints/"):
         main(["export", *TINY_MASK, "--ckpt_path", "best"])
     with pytest.raises(SystemExit):  # the parser names the choices
