@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,23 +30,27 @@ class UploadRules:
     max_images: int
 
 
-def refused(status: int, detail: str) -> HTTPException:
-    return HTTPException(status, detail=detail)
-
-
 async def read_uploads(request: Request) -> list[tuple[str, np.ndarray]]:
     """A request's images as (file name, uint8 image) pairs, read by the data's own reader; every bad input a 4xx
     whose message says what was wrong and what to send instead."""
     rules: UploadRules = request.app.state.uploads
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise refused(415, f"POST /predict takes images as multipart/form-data in the field '{FIELD}' "
+        raise HTTPException(415, f"POST /predict takes images as multipart/form-data in the field '{FIELD}' "
                            f"(curl -F {FIELD}=@photo.jpg URL/predict).")
     form = await request.form()  # a malformed body: Starlette answers 400 with the parser's reason
+    try:
+        return await read_images(form, rules)
+    finally:
+        await form.close()  # the uploads' temporary files, whatever the answer
+
+
+async def read_images(form: FormData, rules: UploadRules) -> list[tuple[str, np.ndarray]]:
+    """The form's images, each decoded off the event loop; the first bad one answers for the request."""
     files = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
     if not files:
-        raise refused(400, f"no images in the request: send them as files in the multipart field '{FIELD}'.")
+        raise HTTPException(400, f"no images in the request: send them as files in the multipart field '{FIELD}'.")
     if len(files) > rules.max_images:
-        raise refused(413, f"{len(files)} images in one request; this server takes up to {rules.max_images} "
+        raise HTTPException(413, f"{len(files)} images in one request; this server takes up to {rules.max_images} "
                            "(serve --max_images): send them in several requests.")
     images = []
     for i, upload in enumerate(files):
@@ -55,11 +59,10 @@ async def read_uploads(request: Request) -> list[tuple[str, np.ndarray]]:
         try:
             image = await run_in_threadpool(rules.reader, data, name)
         except ValueError as exc:  # the data's own message: empty, not an image, truncated, too large to decode safely
-            raise refused(400, f"{exc} Send a JPEG, PNG or other image file.") from exc
+            raise HTTPException(400, f"{exc} Send a JPEG, PNG or other image file.") from exc
         except Exception as exc:  # anything else PIL fails on, said the same way
-            raise refused(400, f"{name}: could not be read as an image ({type(exc).__name__}: {exc}).") from exc
+            raise HTTPException(400, f"{name}: could not be read as an image ({type(exc).__name__}: {exc}).") from exc
         images.append((name, image.numpy()))
-    await form.close()
     return images
 
 

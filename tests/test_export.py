@@ -50,6 +50,7 @@ def test_onnx_metadata_props_hold_the_class_names_and_output_goes_where_asked(ti
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch size
 
 
+@pytest.mark.slow  # about 6 s: four runs of the CLI, as many parsers
 def test_a_wrong_or_missing_ckpt_path_is_one_line(tiny_mask_run):
     with pytest.raises(SystemExit, match=r"--ckpt_path gone.ckpt does not exist .* or best"):
         main(["export", *TINY_MASK, "--ckpt_path", "gone.ckpt"])

@@ -121,3 +121,22 @@ def test_the_page_shows_a_photos_predicted_class_in_a_real_browser(server, photo
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
     assert Image.open(tmp_path / "page.png").size == (900, 600)
+
+
+def test_an_exported_file_serves_the_same_probabilities(server, photos, tiny_mask_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    onnx = tmp_path / "mask.onnx"
+    main(["export", *TINY_MASK, "--ckpt_path", str(tiny_mask_run / "checkpoints" / "last.ckpt"), "--output", str(onnx)])
+    port = free_port()
+    # Only --config names the task: class names, input size and resize come from the file.
+    exported = start_server(["--config", TINY_MASK[1], "--ckpt_path", str(onnx)], port, cwd=tmp_path, log=tmp_path / "log")
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", exported)
+        files = [(p.name, p.read_bytes()) for p in photos]
+        answers = [post_images(url, files)[1]["predictions"] for url in (server, f"http://127.0.0.1:{port}")]
+    finally:
+        stop_server(exported)
+    for checkpoint, file in zip(*answers):
+        assert [t["class"] for t in checkpoint["top"]] == [t["class"] for t in file["top"]]
+        assert max(abs(a["probability"] - b["probability"]) for a, b in zip(checkpoint["top"], file["top"])) <= 1e-5
