@@ -1,7 +1,6 @@
 """Train, validate, test and predict any task: ``python cli.py fit --config configs/<task>.yaml``."""
 
 import argparse
-import logging
 import sys
 import warnings
 from pathlib import Path
@@ -27,7 +26,9 @@ with warnings.catch_warnings():
     from modules.pictures import TensorBoardPictures
     from modules.preflight import (check_network_takes_the_data, check_writable, checkpoint_facts, default_precision,
                                    expand_home, find_checkpoint, flat_settings)
-    from modules.process import tune_the_process
+    from modules.process import quiet_the_libraries, tune_the_process
+    from modules.export import is_exported, load_exported
+    from modules.trainer import Trainer
     LIBRARY_FILTERS = [f for f in warnings.filters if f not in BEFORE]
     LIBRARY_FORMAT_WARNING, warnings.formatwarning = warnings.formatwarning, PYTHON_FORMAT_WARNING  # Lightning's
 
@@ -67,6 +68,10 @@ class ClassifierParser(LightningArgumentParser):
 
 
 class ClassifierCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), **Trainer.SUBCOMMANDS}  # export and serve: methods of modules.trainer.Trainer
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Facts the data knows flow into the model, so they are never typed twice.
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -90,8 +95,12 @@ class ClassifierCLI(LightningCLI):
         if config.get("ckpt_path") in CKPT_ALIASES:
             config.ckpt_path = str(find_checkpoint(run_folder(config), config.ckpt_path))
             rank_zero_only(print)(f"Using {config.ckpt_path}")  # once, not once per DDP process
-        trained = checkpoint_facts(config.ckpt_path) if config.get("ckpt_path") else {}
-        self.trained_on, self.trained_shape = trained.get("class_names"), trained.get("input_shape")
+        # An exported file to serve: kept from LightningCLI, which would read it as a checkpoint; put back to run.
+        self.exported = config.ckpt_path if self.config.subcommand == "serve" and is_exported(config.ckpt_path) else None
+        if self.exported:
+            config.ckpt_path = None
+        trained = load_exported(self.exported)[1] if self.exported else checkpoint_facts(config.ckpt_path) if config.get("ckpt_path") else {}
+        self.trained_on, self.trained_shape = trained.get("class_names"), None if self.exported else trained.get("input_shape")
         self.configured_model = config.model.clone()  # LightningCLI replaces it next with the checkpoint's settings
 
     def before_instantiate_classes(self) -> None:
@@ -110,6 +119,9 @@ class ClassifierCLI(LightningCLI):
         if self.subcommand == "predict" and config.predictions.output:  # found out before predicting, not after
             check_writable(callbacks.PredictionWriter.csv_path(config.predictions.output).parent, "predictions",
                            "--predictions.output PATH")
+        if self.subcommand in Trainer.SUBCOMMANDS and not (config.get("ckpt_path") or self.exported):
+            raise ConfigError(f"{self.subcommand} needs a trained model: --ckpt_path best (the newest run's best checkpoint), "
+                              "last, or the path of a .ckpt file" + (" or of a file export wrote." if self.subcommand == "serve" else "."))
         if self.subcommand != "fit" and not config.get("ckpt_path"):
             rank_zero_only(print)(
                 f"No --ckpt_path: {self.subcommand} runs the network as the config builds it, untrained. "
@@ -119,6 +131,7 @@ class ClassifierCLI(LightningCLI):
             config.data.init_args.pretrained = pretrained_preprocessing(config.model.init_args.net)
         if config.get("ckpt_path"):
             self.reconcile_model_settings(config)
+        if config.get("ckpt_path") or self.exported:
             net = config.model.init_args.net
             if "weights" in getattr(net, "init_args", {}):
                 net.init_args.weights = None  # the checkpoint holds every weight: no pretrained download needed
@@ -127,6 +140,7 @@ class ClassifierCLI(LightningCLI):
         data = config.data.init_args
         if self.trained_on is not None and "classes" in data and data.classes is None:
             data.classes = self.trained_on  # folder data without a training folder (predict) takes the checkpoint's
+        config.ckpt_path = self.exported or config.ckpt_path
 
     def reconcile_model_settings(self, config) -> None:
         """With --ckpt_path, LightningCLI rebuilds the model from the checkpoint's settings, ignoring the config's. The
@@ -205,36 +219,14 @@ class ClassifierCLI(LightningCLI):
         callbacks.say_where_results_went(self.trainer, "test")
 
 
-def format_warning(message, category, filename, lineno, line=None) -> str:
-    """The data warnings as their message alone: the file and line of the code that warned tell a user nothing."""
-    if issubclass(category, DataWarning):
-        return f"Warning: {message}\n"
-    return LIBRARY_FORMAT_WARNING(message, category, filename, lineno, line)
-
-
-def not_an_advert(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("💡 Tip")  # Lightning 2.6 advertises its cloud logger at every start
-
-
-def quiet_the_libraries() -> None:
-    """What a run's terminal shows: the run's own output, not the libraries' noise around it (each call the same)."""
-    for action, message, category, module, lineno in reversed(LIBRARY_FILTERS):  # as the libraries set them
-        warnings.filterwarnings(action, getattr(message, "pattern", ""), category, getattr(module, "pattern", ""), lineno)
-    # Raised inside Lightning 2.6's own pytree helper under torch >= 2.10, once per run; nothing here can change it.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    warnings.formatwarning = format_warning
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(not_an_advert)
-
-
 def main(args: list[str] | None = None, cli_class: type[ClassifierCLI] = ClassifierCLI) -> ClassifierCLI:
     """``cli_class``: a subclass, for tools that add to a run (benchmarks/compare.py adds a callback)."""
     tune_the_process()
-    quiet_the_libraries()
+    quiet_the_libraries(LIBRARY_FILTERS, LIBRARY_FORMAT_WARNING, message_only=(DataWarning,))
     try:
         return cli_class(
             ClassifierModule, ImageClassificationDataModule, subclass_mode_model=True, subclass_mode_data=True,
-            auto_configure_optimizers=False, parser_class=ClassifierParser,
+            auto_configure_optimizers=False, parser_class=ClassifierParser, trainer_class=Trainer,
             parser_kwargs={subcommand: {"default_config_files": [str(DEFAULTS)]} for subcommand in SUBCOMMANDS},
             save_config_kwargs={"overwrite": True},  # a resumed fit rewrites its run's config.yaml
             args=args,

@@ -8,8 +8,9 @@ What it uses but does not own lives beside it: ``data_files`` (what is wrong wit
 ``augment`` (batch augmentation).
 """
 
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import lightning as L
 import torch
@@ -24,7 +25,7 @@ from torchvision.transforms import v2
 from datamodules.augment import BatchAugment, BatchMix
 from datamodules.data_files import refuse_a_misplaced_data_dir, refuse_missing_files, unreadable
 from datamodules.errors import DataError
-from datamodules.image_folder import read_predict_dir
+from datamodules.image_folder import MODES, load_image, read_predict_dir
 from datamodules.in_memory import InMemoryImages, checked, keep_batch
 from datamodules.loading import EpochSampler, EvaluationShare, ResumableLoader
 from datamodules.preprocessing import Resize, described, resolve
@@ -236,6 +237,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
         # Each image's place among all the folder's image files, unreadable ones included (Kaggle's Id).
         self.predict_ids, self.predict_file_count = list(kept), len(paths)
         self.predict_set = InMemoryImages(images, torch.full((len(kept),), -1))
+
+    def file_reader(self, facts: dict[str, Any] | None = None) -> Callable[[bytes, str], Tensor]:
+        """How an image file's bytes become one of this data's uint8 images (the server's uploads): decoded, upright by
+        EXIF, in its channels, resized and centre-cropped as its folders' files are, so a photo served and the same
+        photo predicted from a folder get the same probabilities. ``facts``: an exported file's, in place of the data's."""
+        facts = facts or {}
+        channels, size, _ = facts.get("input_shape") or self.image_shape
+        resize = Resize(facts.get("crop_pct", self.resize.crop_pct), facts.get("interpolation", self.resize.interpolation))
+        return partial(load_image, mode=MODES[channels], size=size, resize=resize)
 
     # ---- what a checkpoint keeps -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from datamodules.preprocessing import Resize
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 OnBadImage = Literal["skip", "fail"]  # an unreadable file: left out and listed (report_skipped), or the run stops
+MODES = {1: "L", 3: "RGB"}  # channels: the PIL mode every file is converted to
 
 
 def natural_key(name: str) -> tuple:
@@ -117,7 +118,7 @@ def read_images(
     paths kept, their content hashes, and one line per unreadable file (skipped, or raised when ``on_bad_image`` is
     'fail')."""
     channels, height, _ = image_shape
-    mode = {1: "L", 3: "RGB"}[channels]
+    mode = MODES[channels]
     images = torch.empty((len(paths), *image_shape), dtype=torch.uint8) if out is None else out
     kept, hashes, problems = [], [], []
     for i, path in enumerate(tqdm(paths, desc=f"Decoding {Path(os.path.commonpath(paths)).name}" if paths else "", unit="img", mininterval=2.0, leave=False)):

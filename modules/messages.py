@@ -12,7 +12,7 @@ import yaml
 
 from modules.classifier import ConfigError
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "export", "serve")
 
 
 def task_configs(configs: Path) -> str:

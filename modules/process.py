@@ -1,9 +1,13 @@
 """Settings a run makes for its whole process, before any training (``tune_the_process``); measured side by side by
-benchmarks/process_tuning.py."""
+benchmarks/process_tuning.py. And what its terminal shows of the libraries (``quiet_the_libraries``)."""
 
 import ctypes
 import ctypes.util
+import logging
 import os
+import warnings
+from functools import partial
+from typing import Callable
 
 
 def keep_freed_memory() -> None:
@@ -46,3 +50,28 @@ def tune_the_process() -> None:
     own)."""
     keep_freed_memory()
     skip_absent_nvml()
+
+
+def format_warning(message, category, filename, lineno, line=None, *, library_format: Callable,
+                   message_only: tuple[type[Warning], ...]) -> str:
+    """The project's own warnings (the data's) as their message alone: the file and line of the code that warned tell a
+    user nothing. Others as the libraries format them (``library_format``)."""
+    if issubclass(category, message_only):
+        return f"Warning: {message}\n"
+    return library_format(message, category, filename, lineno, line)
+
+
+def not_an_advert(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("💡 Tip")  # Lightning 2.6 advertises its cloud logger at every start
+
+
+def quiet_the_libraries(library_filters: list, library_format: Callable, message_only: tuple[type[Warning], ...]) -> None:
+    """What a run's terminal shows: the run's own output, not the libraries' noise around it (each call the same).
+    ``library_filters`` and ``library_format``: the warning settings torch and Lightning made as cli.py imported them."""
+    for action, message, category, module, lineno in reversed(library_filters):  # as the libraries set them
+        warnings.filterwarnings(action, getattr(message, "pattern", ""), category, getattr(module, "pattern", ""), lineno)
+    # Raised inside Lightning 2.6's own pytree helper under torch >= 2.10, once per run; nothing here can change it.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.formatwarning = partial(format_warning, library_format=library_format, message_only=message_only)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(not_an_advert)

@@ -161,3 +161,27 @@ def catdog_kaggle_dir(tmp_path: Path) -> Path:
         for i in range(6):
             save_image(root / "train" / f"{name}.{i}.jpg", label, size=40 + i)
     return root
+
+
+TINY_MASK = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "mask.yaml"), "--data.image_size", "32",
+             "--data.augment", "[]", "--model.net.width", "0.25", "--trainer.accelerator", "cpu"]  # 32x32, a quarter MobileNet
+
+
+@pytest.fixture(scope="session")
+def tiny_mask_run(tmp_path_factory) -> Path:
+    """A face-mask run of one epoch on generated 32x32 photos (``TINY_MASK``), for export and serve: its run folder,
+    ``checkpoints/last.ckpt`` inside; the photos are in ``face_mask/image`` beside ``lightning_logs``."""
+    import sys
+
+    from cli import main
+
+    root = tmp_path_factory.mktemp("tiny_mask")
+    for i in range(8):
+        save_image(root / "face_mask" / "image" / "mask" / f"m{i}.jpg", 0, size=30 + i)
+        save_image(root / "face_mask" / "image" / "nomask" / f"n{i}.png", 6, size=20 + i)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setattr(sys, "argv", ["cli.py"])
+        main(["fit", *TINY_MASK, "--data.data_dir", "face_mask", "--data.batch_size", "4", "--trainer.max_epochs", "1",
+              "--trainer.log_every_n_steps", "1"])
+    return root / "lightning_logs" / "mask" / "version_0"

@@ -62,3 +62,20 @@ def test_peak_rss_runs_the_script_as_main_and_reports_its_peak(tmp_path):
     lines = out.splitlines()
     assert lines[0] == "ran ['--flag', '1'] __main__"
     assert json.loads(lines[-1])["peak_rss_kib"] >= 200 * 1024  # the freed 200 MiB block still counts: a peak
+
+
+@pytest.mark.slow
+def test_export_parity_compares_both_formats_with_the_checkpoint_over_the_test_split(tiny_mask_run, tmp_path, monkeypatch, capsys):
+    from benchmarks import export_parity
+    from tests.conftest import TINY_MASK
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["export_parity.py"])
+    data = tiny_mask_run.parents[2] / "face_mask"
+    code = export_parity.main([*TINY_MASK, "--ckpt_path", str(tiny_mask_run / "checkpoints" / "last.ckpt"),
+                               "--data.data_dir", str(data), "--latency-images", "2"])
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.split()}
+    assert code == 0 and rows["pytorch"][:2] == ["100.0000%", "0.00e+00"]
+    assert all(rows[name][0] == "100.0000%" and float(rows[name][1]) <= 1e-5 for name in ("onnx", "torchscript"))
+    assert export_parity.main([*TINY_MASK, "--ckpt_path", str(tiny_mask_run / "checkpoints" / "last.ckpt"),
+                               "--data.data_dir", str(data), "--latency-images", "2", "--max-difference", "-1"]) == 1

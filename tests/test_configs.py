@@ -17,6 +17,7 @@ from cli import main
 from datamodules.image_folder import report_skipped
 from datamodules.errors import DataWarning
 from modules.callbacks import ProgressBar
+from modules.process import quiet_the_libraries
 from tests.runs import CONFIGS, cli, run_in_tmp  # noqa: F401 (run_in_tmp: a fixture)
 
 pytestmark = pytest.mark.usefixtures("run_in_tmp")
@@ -241,8 +242,7 @@ def test_switching_off_checkpoints_or_the_logger_drops_the_configured_callbacks_
 
 def test_data_warnings_show_as_their_message_alone_and_others_as_python_shows_them(monkeypatch):
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # put back after the test
-    cli_module.quiet_the_libraries()  # what main() sets
-    assert warnings.formatwarning is cli_module.format_warning
+    quiet_the_libraries(cli_module.LIBRARY_FILTERS, cli_module.LIBRARY_FORMAT_WARNING, (DataWarning,))  # what main() sets
     with pytest.warns(DataWarning, match="Skipped 1 unreadable"):  # what the data modules warn with
         report_skipped(["photos/empty.jpg: empty file (0 bytes)."], Path("photos"))
     skipped = "Skipped 1 unreadable image file(s) in photos:\n  photos/empty.jpg: empty file (0 bytes)."
