@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def pytorch(batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                return model(data.transforms(torch.from_numpy(batch).float() / 255)).float().softmax(dim=1).numpy()
+                x = data.transforms(torch.from_numpy(batch).float() / 255)  # what `predict` computes, TTA included
+                return model.evaluate(x).float().softmax(dim=1).numpy()
 
         runtimes = {"pytorch": pytorch} | {fmt: exporting.load_exported(str(path))[0] for fmt, path in files.items()}
         batches = np.array_split(images.numpy(), max(1, len(images) // 32))

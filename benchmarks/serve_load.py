@@ -47,7 +47,11 @@ def post(url: str, body: bytes, content_type: str, timeout: float = 60) -> tuple
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        body = error.read()
+        try:
+            return error.code, json.loads(body or b"{}")
+        except ValueError:  # a plain-text error page (a proxy's 502): still this request's failure
+            return error.code, {"detail": body[:200].decode(errors="replace")}
 
 
 def post_images(url: str, files: list[tuple[str, bytes]]) -> tuple[int, dict]:
@@ -115,7 +119,7 @@ def load(url: str, photos: list[tuple[str, bytes]], clients: int, seconds: float
             try:
                 status, answer = post_images(url, [rng.choice(photos)])
                 ok = status == 200 and len(answer.get("predictions", [])) == 1
-            except OSError as error:
+            except (OSError, ValueError) as error:  # no connection, or an answer that is not JSON
                 status, ok = repr(error), False
             with lock:
                 latencies.append(time.perf_counter() - start)

@@ -39,8 +39,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     ``transforms`` runs on whole batches in every stage. Both receive float images scaled to [0, 1], as
     ``ToTensor`` gives. ``mixup_alpha``, ``cutmix_alpha``: MixUp, CutMix (or one of the two per batch) on training
     batches after ``transforms``; 0 turns each off (``BatchMix``). ``mean`` and ``std`` normalise after
-    ``transforms``; null: the pretrained weights', no normalisation without them. ``pretrained``: what the network's pretrained weights expect of the images (mean,
-    std, size, crop, interpolation), filled in from ``model.net`` by cli.py, not a setting: set those themselves.
+    ``transforms``; null: the pretrained weights', no normalisation without them. ``pretrained``: what the network's
+    pretrained weights expect of the images (mean, std, size, crop, interpolation), filled in from ``model.net`` by
+    cli.py, not a setting: set those themselves.
     ``val_split``: a fraction of the training images (0 < f < 1), or a whole number of them, held out for validation
     when the dataset ships no validation set. ``num_workers``: 0 loads in the training process, the fast path for
     sets held in memory.
@@ -81,6 +82,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.preprocessing_sources = getattr(self, "preprocessing_sources", {}) | sources
         self.transforms = nn.Sequential(*(transforms or []), *self._normalize(values["mean"], values["std"]))
         self.input_shape = tuple(self.transforms(torch.zeros(1, *self.image_shape)).shape[1:])
+        self.mix: BatchMix | None = None  # MixUp/CutMix, built by setup("fit") once the class count is known
         self.held_out: dict[str, Any] | None = None  # how validation was drawn from the training images, or that it was not
 
     @property
@@ -325,5 +327,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return self.transforms(x), labels
         if not self.trainer.training:  # Lightning converts a batch to the precision's dtype (64-true...) before this hook
             return self.trainer.precision_plugin.convert_input(self.transforms(x)), labels  # when it is uint8
-        mixed = self.mix(self.transforms(self.augment(x)), labels)
-        return self.trainer.precision_plugin.convert_input(mixed[0]), *mixed[1:]
+        x = self.transforms(self.augment(x))
+        images, *labels_and_targets = self.mix(x, labels) if self.mix is not None else (x, labels)
+        return self.trainer.precision_plugin.convert_input(images), *labels_and_targets

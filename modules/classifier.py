@@ -4,6 +4,7 @@ from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
@@ -19,7 +20,7 @@ TOP_K = 5  # top-5 accuracy is logged for tasks with more classes than this
 
 def tta_views(x: Tensor, tta: str) -> tuple[list[Tensor], list[float]]:
     """The views of a batch that test-time augmentation averages the logits of, and their weights (airbench94's):
-    the images and their mirror, then (flip_translate) both shifted one pixel up-left and down-right."""
+    the images and their mirror, then (flip_translate) both with their content moved one pixel each way diagonally."""
     if tta == "none":
         return [x], [1.0]
     views = [x, x.flip(-1)]
@@ -30,6 +31,14 @@ def tta_views(x: Tensor, tta: str) -> tuple[list[Tensor], list[float]]:
     for shifted in (padded[..., :h, :w], padded[..., 2:, 2:]):
         views += [shifted, shifted.flip(-1)]
     return views, [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+
+
+def averaged_logits(net: Callable[[Tensor], Tensor], images: Tensor, tta: str) -> Tensor:
+    """``net``'s logits averaged over the views ``tta`` asks for, in one forward pass; the exported graph computes the
+    same (modules/export.py), so a served photo gets what ``predict`` gives it. Any batch size (traced too)."""
+    views, weights = tta_views(images, tta)
+    logits = net(torch.cat(views)).unflatten(0, (len(views), -1))
+    return torch.einsum("v,vnc->nc", logits.new_tensor(weights), logits)
 
 
 class ConfigError(ValueError):
@@ -112,9 +121,7 @@ class ClassifierModule(L.LightningModule):
 
     def evaluate(self, images: Tensor) -> Tensor:
         """The logits outside training: averaged over the test-time augmentation's views, in one forward pass."""
-        views, weights = tta_views(images, self.hparams.tta)
-        logits = self(torch.cat(views)).unflatten(0, (len(views), len(images)))
-        return torch.einsum("v,vnc->nc", logits.new_tensor(weights), logits) if len(views) > 1 else logits[0]
+        return averaged_logits(self, images, self.hparams.tta)
 
     def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
         # A mixed batch (MixUp, CutMix) brings soft targets for the loss after the labels: accuracy counts the labels.
@@ -126,7 +133,7 @@ class ClassifierModule(L.LightningModule):
         accuracy.update(logits, labels)
         if stage != "train":
             getattr(self, f"{stage}_confusion").update(logits, labels)
-            if top_k := getattr(self, f"{stage}_acc_top{TOP_K}", None):
+            if (top_k := getattr(self, f"{stage}_acc_top{TOP_K}", None)) is not None:
                 top_k.update(logits, labels)
         every = self.trainer.log_every_n_steps if stage == "train" else 0  # 0: never
         if every and self.global_step % every == 0:
@@ -180,7 +187,7 @@ class ClassifierModule(L.LightningModule):
         metric objects): a self.log every step cost about 1 ms here, 7% of a small CPU network's step."""
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage != "train")
         self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), prog_bar=True)
-        if top_k := getattr(self, f"{stage}_acc_top{TOP_K}", None):
+        if (top_k := getattr(self, f"{stage}_acc_top{TOP_K}", None)) is not None:
             self.log(f"{stage}/acc_top{TOP_K}", top_k)
 
     def _per_class_epoch_end(self, stage: str) -> None:
@@ -209,6 +216,11 @@ class ClassifierModule(L.LightningModule):
         if self.trainer.state.fn != TrainerFn.FITTING:
             checkpoint.pop("callbacks", None)
             return
+        if "current_model_state" in checkpoint and not any(isinstance(c, WeightAveraging) for c in self.trainer.callbacks):
+            raise ConfigError(  # Lightning would only warn, and train on from the averaged weights
+                "this checkpoint was trained with an EMA of its weights (EMAWeightAveraging in trainer.callbacks) and this "
+                "run has none: resume with the run's own config (version_N/config.yaml), or start a new run."
+            )
         epoch = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
         if self.trainer.max_steps != -1 and epoch and epoch["processed"] > epoch["completed"]:
             # Written as an epoch ended (every checkpoint of a run that its step budget ended): Lightning 2.6 resumes

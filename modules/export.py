@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from modules.classifier import ConfigError
+from modules.classifier import ConfigError, averaged_logits
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # format: file suffix; a served file's format is read from its suffix
@@ -31,21 +31,24 @@ def quiet_export():
     with warnings.catch_warnings():
         for category in (DeprecationWarning, FutureWarning, torch.jit.TracerWarning):
             warnings.simplefilter("ignore", category)
+        # A mirror view (model.tta) is a Slice with step -1, which the exporter computes at run time rather than folds.
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         yield
 
 
 class Packaged(nn.Module):
     """What an exported file computes: uint8 images in, class probabilities out."""
 
-    def __init__(self, net: nn.Module, transforms: nn.Module, channels_last: bool = False) -> None:
+    def __init__(self, net: nn.Module, transforms: nn.Module, channels_last: bool = False, tta: str = "none") -> None:
         super().__init__()
-        self.net, self.transforms, self.channels_last = net, transforms, channels_last
+        self.net, self.transforms, self.channels_last, self.tta = net, transforms, channels_last, tta
+
+    def run(self, x: Tensor) -> Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
 
     def forward(self, images: Tensor) -> Tensor:
         x = self.transforms(images.float() / 255)  # as the data module turns a uint8 batch into network input
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x).float().softmax(dim=1)
+        return averaged_logits(self.run, x, self.tta).float().softmax(dim=1)  # the checkpoint's test-time augmentation
 
 
 def project_version() -> str:
@@ -62,7 +65,8 @@ def packaged(model: nn.Module, datamodule: Any) -> tuple[Packaged, dict[str, Any
     for module in net.modules():
         if hasattr(module, "cache_features"):
             module.cache_features = False
-    wrapped = Packaged(net, datamodule.transforms.cpu().eval(), bool(model.hparams.get("channels_last"))).eval()
+    tta = model.hparams.get("tta", "none")
+    wrapped = Packaged(net, datamodule.transforms.cpu().eval(), bool(model.hparams.get("channels_last")), tta).eval()
     facts = {
         "class_names": list(model.class_names),
         "input_shape": list(datamodule.image_shape),  # (C, H, W) of the uint8 images the graph takes
@@ -70,6 +74,7 @@ def packaged(model: nn.Module, datamodule: Any) -> tuple[Packaged, dict[str, Any
         "output": "class probabilities (N, classes), in the order of class_names",
         "crop_pct": datamodule.resize.crop_pct,  # a photo's shorter side to input_size / crop_pct, then the centre crop
         "interpolation": datamodule.resize.interpolation,
+        "tta": tta,  # the views whose logits the graph averages (modules/classifier.py tta_views)
         "project_version": project_version(),
     }
     return wrapped, facts

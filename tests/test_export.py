@@ -24,19 +24,20 @@ def export(run, *extra: str):
     return main(["export", *TINY_MASK, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), *extra])
 
 
+@pytest.mark.parametrize("tta", ["none", "flip_translate"])
 @pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("torchscript", ".pt")])
-def test_an_exported_model_takes_uint8_images_and_gives_the_checkpoints_probabilities(tiny_mask_run, fmt, suffix, capsys):
-    exported = export(tiny_mask_run, "--format", fmt)
+def test_an_exported_model_takes_uint8_images_and_gives_the_checkpoints_probabilities(tiny_mask_run, fmt, suffix, tta, capsys):
+    exported = export(tiny_mask_run, "--format", fmt, "--model.tta", tta)
     path = tiny_mask_run / f"last{suffix}"  # in the checkpoint's run folder, named after it
     assert f"Wrote {path} ({fmt}" in capsys.readouterr().out
     run, facts = load_exported(str(path))
     assert facts["class_names"] == ["mask", "nomask"] and facts["input_shape"] == [3, 32, 32]
-    assert facts["project_version"] and facts["interpolation"] == "bilinear"
+    assert facts["project_version"] and facts["interpolation"] == "bilinear" and facts["tta"] == tta
     model, data = exported.model.eval(), exported.datamodule
     for batch in (1, 3):  # any batch size
         images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8)
-        with torch.no_grad():  # PyTorch's: the data module's float conversion and transforms, then the network
-            expected = model(data.transforms(images.float() / 255)).softmax(dim=1).numpy()
+        with torch.no_grad():  # predict's: the float conversion and transforms, then the network (and its TTA views)
+            expected = model.evaluate(data.transforms(images.float() / 255)).softmax(dim=1).numpy()
         got = run(images.numpy())
         assert got.shape == (batch, 2) and np.abs(got - expected).max() <= 1e-5
 

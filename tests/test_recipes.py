@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.nn import functional as F
 
@@ -59,6 +60,10 @@ def test_mixup_cutmix_trivial_augment_and_random_erasing_train_through_the_cli(r
               "--data.augment+=torchvision.transforms.v2.RandomErasing", "--data.val_split", "0.25", data_dir=cifar_pickle_dir)
     assert run.trainer.state.finished and run.trainer.global_step == 2
     assert [type(m).__name__ for m in run.datamodule.augment][-2:] == ["TrivialAugmentWide", "RandomErasing"]
+    images, labels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4)
+    run.trainer.training = True  # a training batch, as Lightning hands it over: mixed, with its soft targets
+    batch = run.datamodule.on_after_batch_transfer((images, labels), 0)
+    assert len(batch) == 3 and torch.equal(batch[1], labels) and batch[2].shape == (4, 10)
 
 
 STRONG = {"mnist_strong": "mnist_dir", "cifar10_strong": "cifar_pickle_dir", "svhn_strong": "svhn_dir",
@@ -69,6 +74,7 @@ STRONG = {"mnist_strong": "mnist_dir", "cifar10_strong": "cifar_pickle_dir", "sv
 @pytest.mark.parametrize("task", STRONG)
 def test_each_strong_recipe_fits_and_tests_on_data_in_its_real_format(task, run_in_tmp, request):
     tiny = {"cifar10_strong": ("--data.val_split", "0.25"), "svhn_strong": ("--data.val_split", "0.25"),  # not 1,000 of 40
+            "mnist_strong": ("--data.val_split", "0.25"),
             "food11_strong": ("--model.net.init_args.arch", "test_efficientnet", "--model.net.init_args.weights", "null",
                               "--data.image_size", "224")}
     run = cli(task, "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--test_after_fit", "true",
@@ -101,6 +107,13 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_averaged_weights(
     for part in ("state_dict", "current_model_state"):  # the averaged weights, and the trained ones
         for key, value in a[part].items():
             assert torch.allclose(value.float(), b[part][key].float(), atol=1e-6), (part, key)
+
+
+def test_resuming_an_ema_checkpoint_without_the_ema_callback_is_refused(run_in_tmp):
+    cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", *EMA)
+    last = Path("lightning_logs/digits/version_0/checkpoints/last.ckpt")
+    with pytest.raises(SystemExit, match="trained with an EMA of its weights"):
+        cli("digits", "fit", "--trainer.max_epochs", "2", "--ckpt_path", str(last))
 
 
 # ---- warmup + decay ----------------------------------------------------------------------------------------------
@@ -153,9 +166,12 @@ def test_flip_tta_leaves_a_mirror_symmetric_image_as_it_is_and_changes_others():
 
 
 def test_tta_is_recorded_and_top5_accuracy_is_logged_for_more_than_five_classes(run_in_tmp):
-    run = cli("digits", "fit", "--trainer.fast_dev_run", "true", "--model.tta", "flip", "--test_after_fit", "true")
+    run = cli("digits", "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--model.tta", "flip",
+              "--test_after_fit", "true")
     assert run.model.hparams.tta == "flip"
-    assert {"val/acc_top5", "val/acc"} <= set(run.trainer.logged_metrics)
+    events = EventAccumulator("lightning_logs/digits/version_0").Reload().Tags()["scalars"]
+    assert {"val/acc_top5", "test/acc_top5"} <= set(events) and "test/acc_top5" in run.trainer.logged_metrics
+    assert run.trainer.logged_metrics["test/acc_top5"] >= run.trainer.logged_metrics["test/acc"]
     assert not hasattr(module(classes=5), "val_acc_top5")
 
 
@@ -197,3 +213,10 @@ def test_airbench_whitens_from_its_first_training_batch_once_and_keeps_it_in_the
     assert torch.equal(net.whiten.weight, whitened)  # once only
     assert net.state_dict()["whiten.ready"]
     assert not any(p is net.whiten.weight for p in net.parameters() if p.requires_grad)
+
+
+def test_airbench_whitens_in_float32_under_bf16_autocast():
+    net = AirbenchNet(10, widths=(8, 16, 16)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net(torch.rand(8, 3, 32, 32))
+    assert net.whiten.ready and net.whiten.weight.dtype == torch.float32 and torch.isfinite(net.whiten.weight).all()
