@@ -69,7 +69,8 @@ def start_server(serve_args: list[str], port: int, cwd: Path | None = None, log:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     output = open(log, "w") if log else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", *serve_args, "--port", str(port)], cwd=cwd,
-                            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # stop_server's Ctrl+C works
 
 
 def wait_until_healthy(url: str, server: subprocess.Popen | None, timeout: float = 180) -> None:

@@ -123,6 +123,17 @@ class Page:
         await self.app(scope, receive, send)
 
 
+async def drain(receive: Receive, limit: int) -> None:
+    """Read and drop what a refused request is still sending (up to ``limit`` bytes): a server that closes the
+    connection with unread bytes resets it, and the client, still sending, never reads the 413 that says why."""
+    seen = 0
+    while seen < limit:
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+
+
 class RequestLimit:
     """Requests to ``path`` over ``max_bytes``: 413 with the limit and the fix, before the body is parsed (by its
     Content-Length) or as it arrives (a chunked upload), instead of a server that reads whatever it is sent."""
@@ -141,6 +152,7 @@ class RequestLimit:
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
             await JSONResponse({"detail": self.message(f"{int(length) / 2**20:.1f} MiB")}, 413)(scope, receive, send)
+            await drain(receive, 16 * self.max_bytes)
             return
         received = 0
 
