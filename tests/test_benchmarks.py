@@ -79,3 +79,17 @@ def test_export_parity_compares_both_formats_with_the_checkpoint_over_the_test_s
     assert all(rows[name][0] == "100.0000%" and float(rows[name][1]) <= 1e-5 for name in ("onnx", "torchscript"))
     assert export_parity.main([*TINY_MASK, "--ckpt_path", str(tiny_mask_run / "checkpoints" / "last.ckpt"),
                                "--data.data_dir", str(data), "--latency-images", "2", "--max-difference", "-1"]) == 1
+
+
+@pytest.mark.slow  # about 30 s: two short fits with their tests, each in a process of its own
+def test_strong_benchmark_times_a_run_and_reads_its_test_accuracy_and_time_to_target(tmp_path, capsys):
+    from benchmarks import strong
+
+    config = str(Path(strong.__file__).parents[1] / "configs" / "digits.yaml")
+    fit = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", "--logs", str(tmp_path)]
+    assert strong.main(["--config", config, "--target", "0.0", *fit]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("digits.yaml: test accuracy ") and "min end to end" in lines[0]
+    assert "first reached 0.00% after epoch 0" in lines[1]
+    assert strong.main(["--config", config, "--target", "1.01", *fit]) == 0  # a target never reached is said so
+    assert capsys.readouterr().out.splitlines()[1] == "validation accuracy never reached 101.00%"
