@@ -37,6 +37,8 @@ def averaged_logits(net: Callable[[Tensor], Tensor], images: Tensor, tta: str) -
     """``net``'s logits averaged over the views ``tta`` asks for, in one forward pass; the exported graph computes the
     same (modules/export.py), so a served photo gets what ``predict`` gives it. Any batch size (traced too)."""
     views, weights = tta_views(images, tta)
+    if len(views) == 1:  # no TTA: the batch as it is, not a copy of it through cat and a product with 1.0
+        return net(images)
     logits = net(torch.cat(views)).unflatten(0, (len(views), -1))
     return torch.einsum("v,vnc->nc", logits.new_tensor(weights), logits)
 
