@@ -124,8 +124,9 @@ class Page:
 
 
 async def drain(receive: Receive, limit: int) -> None:
-    """Read and drop what a refused request is still sending (up to ``limit`` bytes): a server that closes the
-    connection with unread bytes resets it, and the client, still sending, never reads the 413 that says why."""
+    """Read and drop what a refused request is still sending (up to ``limit`` bytes) before answering: uvicorn closes
+    a ``Connection: close`` request's socket as soon as the answer is sent, and a client still sending (urllib, the
+    browser) then gets a broken pipe instead of the 413 that says why."""
     seen = 0
     while seen < limit:
         message = await receive()
@@ -151,8 +152,8 @@ class RequestLimit:
             return
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
-            await JSONResponse({"detail": self.message(f"{int(length) / 2**20:.1f} MiB")}, 413)(scope, receive, send)
             await drain(receive, 16 * self.max_bytes)
+            await JSONResponse({"detail": self.message(f"{int(length) / 2**20:.1f} MiB")}, 413)(scope, receive, send)
             return
         received = 0
 
@@ -161,6 +162,8 @@ class RequestLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                if message.get("more_body"):
+                    await drain(receive, 16 * self.max_bytes)
                 raise HTTPException(413, detail=self.message("larger than that"))
             return message
 

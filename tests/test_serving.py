@@ -73,12 +73,15 @@ def bomb() -> bytes:
 def test_every_bad_input_gets_its_4xx_and_the_server_answers_on(server, photos):
     good = [(photos[0].name, photos[0].read_bytes())]
     jpeg = photos[0].read_bytes()
+    big, big_type = multipart([("big.jpg", b"\xff" * (4 << 20))])  # 4 MiB, the limit is 1
+    chunks = (iter(big[i : i + 65536] for i in range(0, len(big), 65536)), big_type)  # no Content-Length
     bad = {  # what is sent: (status, words of the answer)
         "not an image": (multipart([("notes.txt", b"just text")]), 400, "notes.txt: not an image"),
         "truncated": (multipart([("half.jpg", jpeg[: len(jpeg) // 2])]), 400, "half.jpg: corrupt or truncated"),
         "zero bytes": (multipart([("empty.jpg", b"")]), 400, "empty.jpg: empty file"),
         "bomb": (multipart([("bomb.png", bomb())]), 400, "bomb.png: too large to decode safely"),
-        "over the size limit": (multipart([("big.jpg", b"\xff" * (1 << 20))]), 413, "over this server's limit of 1 MiB"),
+        "over the size limit": ((big, big_type), 413, "over this server's limit of 1 MiB"),
+        "over the size limit, chunked": (chunks, 413, "over this server's limit of 1 MiB"),
         "too many images": (multipart(good * 5), 413, "5 images in one request; this server takes up to 4"),
         "another field": (multipart(good, field="image"), 400, "no images in the request"),
         "not multipart": ((b'{"files": []}', "application/json"), 415, "multipart/form-data"),
@@ -88,6 +91,8 @@ def test_every_bad_input_gets_its_4xx_and_the_server_answers_on(server, photos):
         got, answer = post(f"{server}/predict", body, content_type)
         assert (got, words in answer.get("detail", "")) == (status, True), (case, answer)
         assert post_images(server, good)[0] == 200, f"no answer after {case}"
+    for _ in range(10):  # the server closes the connection once it has answered: each time, the 413 must be read first
+        assert post(f"{server}/predict", big, big_type)[0] == 413
     with urllib.request.urlopen(f"{server}/health") as health:
         assert health.status == 200
 
