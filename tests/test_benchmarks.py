@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import augment, compare, folder_cache
+from benchmarks import airbench_speed, augment, compare, folder_cache
 
 
 def test_augment_benchmark_builds_each_config_both_ways_with_the_same_output(monkeypatch, capsys):
@@ -93,3 +93,13 @@ def test_strong_benchmark_times_a_run_and_reads_its_test_accuracy_and_time_to_ta
     assert "first reached 0.00% after epoch 0" in lines[1]
     assert strong.main(["--config", config, "--target", "1.01", *fit]) == 0  # a target never reached is said so
     assert capsys.readouterr().out.splitlines()[1] == "validation accuracy never reached 101.00%"
+
+
+def test_airbench_speed_prints_a_rate_its_flops_and_the_epochs_a_budget_affords(capsys):
+    airbench_speed.main(["--seconds", "0.01", "--batch_size", "4", "--widths", "half", "--precision", "32-true",
+                         "bf16-mixed", "--budget_minutes", "45"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("half")]
+    assert [row[1:3] for row in rows] == [["32-true", "no"], ["bf16-mixed", "no"]]
+    for *_, rate, gflops, epochs in rows:
+        assert 0.15 < float(gflops) / float(rate) < 0.25  # (32, 128, 128): 33 MMACs forward, three passes a step
+        assert float(epochs) == pytest.approx(float(rate) * 45 * 60 / 49_000, abs=0.1)
