@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +41,8 @@ def multipart(files: list[tuple[str, bytes]], field: str = "files") -> tuple[byt
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def post(url: str, body: bytes, content_type: str, timeout: float = 60) -> tuple[int, dict]:
-    """POST ``body``; (HTTP status, the JSON answer), errors included."""
+def post(url: str, body: bytes | Iterable[bytes], content_type: str, timeout: float = 60) -> tuple[int, dict]:
+    """POST ``body`` (bytes, or chunks sent chunked); (HTTP status, the JSON answer), errors included."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -3,6 +3,8 @@ a page at ``/`` to drop photos on. Uploads are checked and decoded in the HTTP p
 bad file gets its 4xx and never fails the other requests batched with it; the inference worker batches the decoded
 images of concurrent requests (``max_batch_size``, ``batch_timeout``) through one forward pass."""
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -123,16 +125,24 @@ class Page:
         await self.app(scope, receive, send)
 
 
-async def drain(receive: Receive, limit: int) -> None:
-    """Read and drop what a refused request is still sending (up to ``limit`` bytes) before answering: uvicorn closes
-    a ``Connection: close`` request's socket as soon as the answer is sent, and a client still sending (urllib, the
-    browser) then gets a broken pipe instead of the 413 that says why."""
-    seen = 0
-    while seen < limit:
-        message = await receive()
-        seen += len(message.get("body", b""))
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return
+DRAIN_BYTES, DRAIN_SECONDS = 32 << 20, 10  # what a refused upload may still send, and for how long, before its 413
+
+
+async def drain(receive: Receive) -> None:
+    """Read and drop what a refused request is still sending (up to ``DRAIN_BYTES``, for up to ``DRAIN_SECONDS``)
+    before answering: uvicorn closes a ``Connection: close`` request's socket as soon as the answer is sent, and a
+    client still sending (urllib, the browser) then gets a broken pipe instead of the 413 that says why."""
+
+    async def read() -> None:
+        seen = 0
+        while seen < DRAIN_BYTES:
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(read(), DRAIN_SECONDS)
 
 
 class RequestLimit:
@@ -150,9 +160,12 @@ class RequestLimit:
         if scope["type"] != "http" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length", b"0")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
-            await drain(receive, 16 * self.max_bytes)
+            # curl -F waits for "100 Continue", which uvicorn sends at the first read: it is answered before it sends
+            if int(length) <= DRAIN_BYTES and headers.get(b"expect", b"").lower() != b"100-continue":
+                await drain(receive)
             await JSONResponse({"detail": self.message(f"{int(length) / 2**20:.1f} MiB")}, 413)(scope, receive, send)
             return
         received = 0
@@ -163,7 +176,7 @@ class RequestLimit:
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 if message.get("more_body"):
-                    await drain(receive, 16 * self.max_bytes)
+                    await drain(receive)
                 raise HTTPException(413, detail=self.message("larger than that"))
             return message
 

@@ -3,6 +3,7 @@ the same files, a 4xx with its reason for every bad input (and the server answer
 page in a real headless browser. One server for the module: starting LitServe's processes takes 15-30 s here."""
 
 import csv
+import http.client
 import io
 import shutil
 import sys
@@ -74,14 +75,14 @@ def test_every_bad_input_gets_its_4xx_and_the_server_answers_on(server, photos):
     good = [(photos[0].name, photos[0].read_bytes())]
     jpeg = photos[0].read_bytes()
     big, big_type = multipart([("big.jpg", b"\xff" * (4 << 20))])  # 4 MiB, the limit is 1
-    chunks = (iter(big[i : i + 65536] for i in range(0, len(big), 65536)), big_type)  # no Content-Length
+    chunked = ((big[i : i + 65536] for i in range(0, len(big), 65536)), big_type)  # no Content-Length: chunked
     bad = {  # what is sent: (status, words of the answer)
         "not an image": (multipart([("notes.txt", b"just text")]), 400, "notes.txt: not an image"),
         "truncated": (multipart([("half.jpg", jpeg[: len(jpeg) // 2])]), 400, "half.jpg: corrupt or truncated"),
         "zero bytes": (multipart([("empty.jpg", b"")]), 400, "empty.jpg: empty file"),
         "bomb": (multipart([("bomb.png", bomb())]), 400, "bomb.png: too large to decode safely"),
         "over the size limit": ((big, big_type), 413, "over this server's limit of 1 MiB"),
-        "over the size limit, chunked": (chunks, 413, "over this server's limit of 1 MiB"),
+        "over the size limit, chunked": (chunked, 413, "over this server's limit of 1 MiB"),
         "too many images": (multipart(good * 5), 413, "5 images in one request; this server takes up to 4"),
         "another field": (multipart(good, field="image"), 400, "no images in the request"),
         "not multipart": ((b'{"files": []}', "application/json"), 415, "multipart/form-data"),
@@ -95,6 +96,17 @@ def test_every_bad_input_gets_its_4xx_and_the_server_answers_on(server, photos):
         assert post(f"{server}/predict", big, big_type)[0] == 413
     with urllib.request.urlopen(f"{server}/health") as health:
         assert health.status == 200
+
+
+def test_an_upload_over_the_limit_that_waits_for_100_continue_is_refused_before_it_sends(server):
+    connection = http.client.HTTPConnection(*server.removeprefix("http://").split(":"), timeout=5)
+    connection.putrequest("POST", "/predict")  # as curl -F sends a large file: the body follows a "100 Continue" only
+    for name, value in (("Content-Type", "multipart/form-data; boundary=x"), ("Content-Length", str(4 << 20)),
+                        ("Expect", "100-continue")):
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert (response.status, b"over this server's limit of 1 MiB" in response.read()) == (413, True)
 
 
 def test_eight_concurrent_clients_get_every_answer(server, photos, capsys):

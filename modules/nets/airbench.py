@@ -82,7 +82,7 @@ class Whitening(nn.Conv2d):
 
 
 class AirbenchNet(nn.Module):
-    """``widths``: the three groups' channels, airbench94's (64, 256, 256); (32, 128, 128) trains 3.3x faster on a
+    """``widths``: the three groups' channels, airbench94's (64, 256, 256); (32, 128, 128) trains 3.1x faster on a
     2-core CPU. ``batchnorm_momentum``: airbench's 0.6 in its convention, 0.4 in PyTorch's."""
 
     def __init__(
