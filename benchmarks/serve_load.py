@@ -65,13 +65,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def default_ctrl_c() -> None:
+    """A child's Ctrl+C handling reset to the default (``preexec_fn``): a runner started in the background (``pytest &``)
+    ignores SIGINT, and its children would inherit that and never see a Ctrl+C sent to them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(serve_args: list[str], port: int, cwd: Path | None = None, log: Path | None = None) -> subprocess.Popen:
     """``python cli.py serve`` in a process group of its own (LitServe starts worker processes)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     output = open(log, "w") if log else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", *serve_args, "--port", str(port)], cwd=cwd,
                             env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # stop_server's Ctrl+C works
+                            preexec_fn=default_ctrl_c)  # stop_server's Ctrl+C works
 
 
 def wait_until_healthy(url: str, server: subprocess.Popen | None, timeout: float = 180) -> None:

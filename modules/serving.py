@@ -162,11 +162,12 @@ class RequestLimit:
             return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.max_bytes:
+        length = int(length) if length.isdigit() else 0
+        if length > self.max_bytes:
             # curl -F waits for "100 Continue", which uvicorn sends at the first read: it is answered before it sends
-            if int(length) <= DRAIN_BYTES and headers.get(b"expect", b"").lower() != b"100-continue":
+            if length <= DRAIN_BYTES and headers.get(b"expect", b"").lower() != b"100-continue":
                 await drain(receive)
-            await JSONResponse({"detail": self.message(f"{int(length) / 2**20:.1f} MiB")}, 413)(scope, receive, send)
+            await JSONResponse({"detail": self.message(f"{length / 2**20:.1f} MiB")}, 413)(scope, receive, send)
             return
         received = 0
 

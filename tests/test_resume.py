@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.serve_load import default_ctrl_c
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,14 +18,8 @@ def fit(tmp_path: Path, logs: str, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "cli.py"), "fit", "--config", str(ROOT / "configs" / "digits.yaml")]
     command += ["--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.deterministic", "true"]
     command += ["--trainer.logger.init_args.save_dir", logs, "--trainer.enable_progress_bar", "false", *extra]
-    # Ctrl+C's default handling in the run, whatever the test runner has: a shell starting it in the background
-    # (`pytest &`) ignores SIGINT, and a child would inherit that and never see the Ctrl+C this file sends.
     return subprocess.run(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=300, preexec_fn=default_ctrl_c)
-
-
-def default_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                          timeout=300, preexec_fn=default_ctrl_c)  # the Ctrl+C this file sends reaches the run
 
 
 @pytest.mark.slow
